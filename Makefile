@@ -1,0 +1,39 @@
+# lightning_cnn: common tasks. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/quickstart.yaml
+LOGDIR ?= lightning_logs
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint tensorboard clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the package with its dev tools
+
+train: install ## Train CONFIG (default: the quickstart) on MNIST
+	$(PY) -m lightning_cnn fit --config $(CONFIG)
+
+test: install ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips the real-MNIST training)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## Check style with ruff
+	$(PY) -m ruff check lightning_cnn tests
+	$(PY) -m ruff format --check lightning_cnn tests
+
+tensorboard: install ## Open the dashboard on the runs under LOGDIR
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+clean: ## Remove run outputs and caches (keeps .venv and data/)
+	find $(LOGDIR) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,134 @@
+"""The command line: LightningCLI over ImageClassifier and MNISTDataModule, plus what it must add.
+
+Additions: a best/last ModelCheckpoint configurable under ``checkpoint.*``, links that pass the
+data's class count and image shape to the model, ``--ckpt_path best|last`` resolved to the newest
+run of the experiment (so ``test`` and resumed ``fit`` work in a new process, in that run's
+folder), and user errors printed as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lightning_cnn.data import MNISTDataModule
+from lightning_cnn.errors import UserError
+from lightning_cnn.module import ImageClassifier
+
+LOG_ROOT = "lightning_logs"
+RUN_ALIASES = ("best", "last")
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": LOG_ROOT, "name": "default", "default_hp_metric": False},
+    },
+    # Every layer with its output shape and parameter count, as the tutorials compute by hand.
+    "callbacks": [RichModelSummary(max_depth=-1)],
+}
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the resolved config in the run folder: ``config.yaml`` for fit, ``config_<stage>.yaml`` otherwise."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = TrainerFn(stage).value
+        self.config_filename = "config.yaml" if stage == "fit" else f"config_{stage}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
+class CNNLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.image_shape", "model.input_shape", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            resolve_run_checkpoint(self.config[subcommand])
+
+
+def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
+    logger = config.trainer.get("logger")
+    if not isinstance(logger, Namespace) or not str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
+        return None
+    init_args = logger.init_args
+    return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
+
+
+def _version_number(run_dir: Path) -> int:
+    match = re.fullmatch(r"version_(\d+)", run_dir.name)
+    return int(match.group(1)) if match else -1
+
+
+def resolve_run_checkpoint(config: Namespace) -> None:
+    """Turn ``ckpt_path: best|last`` into the newest run's checkpoint file and log into that run."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path is None:
+        return
+    if ckpt_path not in RUN_ALIASES:
+        if not Path(ckpt_path).is_file():
+            raise UserError(f"checkpoint {ckpt_path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
+        return
+    logger = _tensorboard_root(config)
+    if logger is None:
+        return  # another logger: leave 'best'/'last' to Lightning's own lookup
+    logger_args, experiment_dir = logger
+    runs = sorted(experiment_dir.glob("version_*"), key=_version_number, reverse=True)
+    run = next((run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()), None)
+    if run is None:
+        raise UserError(
+            f"--ckpt_path {ckpt_path}: no run under {experiment_dir} has a checkpoints/last.ckpt; "
+            "train one with 'fit' using the same --config, or pass the path of a .ckpt file"
+        )
+    last = run / "checkpoints" / "last.ckpt"
+    config.ckpt_path = str(last if ckpt_path == "last" else best_checkpoint(last))
+    logger_args.version = run.name
+
+
+def best_checkpoint(last: Path) -> Path:
+    """The best checkpoint recorded by ModelCheckpoint in the state of ``last``."""
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    for key, callback_state in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and callback_state.get("best_model_path"):
+            best = Path(callback_state["best_model_path"])
+            # The run folder may have moved since: look beside last.ckpt first.
+            for candidate in (last.parent / best.name, best):
+                if candidate.is_file():
+                    return candidate
+    raise UserError(f"{last} records no best checkpoint that still exists; use --ckpt_path last or a file path")
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        CNNLightningCLI(
+            ImageClassifier,
+            MNISTDataModule,
+            save_config_callback=RunConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=TRAINER_DEFAULTS,
+            parser_kwargs={"description": "Train, evaluate and use CNNs on MNIST."},
+            args=args,
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

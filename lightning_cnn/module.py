@@ -1,0 +1,120 @@
+"""One LightningModule for every architecture: cross-entropy training with torchmetrics accuracy."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from jsonargparse.typing import PositiveInt
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+SPLITS = ("train", "val", "test")
+
+
+class ImageClassifier(pl.LightningModule):
+    """Trains any image classifier that maps a batch of images to logits.
+
+    Args:
+        backbone: the architecture (any ``nn.Module``; choose it in YAML with ``class_path``).
+        num_classes: number of classes (linked from the data module by the CLI).
+        input_shape: shape of one image, ``(channels, height, width)``, for the model summary.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        optimizer: any torch optimizer, with its arguments.
+        scheduler: an optional LR scheduler. Schedulers that take ``total_steps`` (OneCycleLR)
+            get the run's total number of optimizer steps when the config leaves it out.
+        scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: PositiveInt = 10,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={label_smoothing} is out of range; use a value in [0, 1)")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"model.scheduler_interval={scheduler_interval!r} is not valid; use 'epoch' or 'step'")
+        self.save_hyperparameters()
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.example_input_array = torch.zeros(2, *input_shape)
+        # One metric object per split, so Lightning computes and reduces each at its epoch end.
+        # ("train" cannot be a ModuleDict key: it would shadow nn.Module.train.)
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in SPLITS})
+        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in SPLITS})
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        # Metric updates stay on the device; values are computed and synced once per epoch.
+        accuracy, mean_loss = self.accuracy[f"{split}_acc"], self.mean_loss[f"{split}_loss"]
+        accuracy.update(logits.detach(), labels)
+        mean_loss.update(loss.detach(), weight=labels.numel())
+        self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=split != "train")
+        self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        probabilities = self(images).softmax(dim=1)
+        return {"prediction": probabilities.argmax(dim=1), "probabilities": probabilities}
+
+    def on_train_start(self) -> None:
+        # The sanity check runs validation before training; its numbers must not count as a best.
+        self.val_acc_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.accuracy["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several return shapes)
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self._build_scheduler(optimizer)
+        config = {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer):  # noqa: ANN202
+        factory = self.scheduler_factory
+        # The CLI hands over functools.partial(instantiate, SchedulerClass, **init_args).
+        if isinstance(factory, functools.partial):
+            scheduler_class, given = (factory.args[-1] if factory.args else factory.func), factory.keywords
+        else:
+            scheduler_class, given = factory, {}
+        extra = {}
+        takes_total_steps = "total_steps" in inspect.signature(scheduler_class).parameters
+        if takes_total_steps and given.get("total_steps") is None and given.get("epochs") is None:
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return factory(optimizer, **extra)
