@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny MNIST-format datasets written as real IDX files, and the official files when present."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the IDX format that torchvision's MNIST parser reads."""
+    type_code = 0x08  # unsigned byte
+    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_digits(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 images: label k lights a 6x6 patch at a position that depends on k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(num, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row, col = 3 + 8 * (label // 4), 2 + 6 * (label % 4)
+        images[i, row : row + 6, col : col + 6] = 255
+    return images, labels.astype(np.uint8)
+
+
+def make_synthetic_mnist(root: Path, num_train: int = 600, num_test: int = 200) -> Path:
+    """Write ``root/MNIST/raw`` with uncompressed IDX files (torchvision then skips download and MD5)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, num, seed in (("train", num_train, 0), ("t10k", num_test, 1)):
+        images, labels = synthetic_digits(num, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def synthetic_data_dir(tmp_path: Path) -> Path:
+    """A data_dir holding a tiny synthetic MNIST (600 train, 200 test images)."""
+    return make_synthetic_mnist(tmp_path / "data")
+
+
+def official_raw_dir() -> Path | None:
+    """Where the four official MNIST archives are, if anywhere: $MNIST_RAW_DIR, data/, or ../shared/data/."""
+    candidates = [os.environ.get("MNIST_RAW_DIR"), REPO / "data" / "MNIST" / "raw", REPO.parent / "shared" / "data" / "MNIST" / "raw"]
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / name).is_file() for name in MNIST_FILES):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def real_data_dir(tmp_path: Path) -> Path:
+    """A fresh data_dir with copies of the official .gz archives, so the real verify-and-extract path runs."""
+    source = official_raw_dir()
+    if source is None:
+        message = "the official MNIST .gz files are not in data/MNIST/raw (see README: Data and offline use)"
+        if os.environ.get("LIGHTNING_CNN_REQUIRE_MNIST") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shutil.copy(source / name, raw / name)
+    return tmp_path / "data"
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m lightning_cnn`` in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_cnn", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
