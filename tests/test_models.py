@@ -1,0 +1,51 @@
+"""The zoo reproduces the tutorials' networks exactly: output shapes and parameter counts."""
+
+import pytest
+import torch
+
+from lightning_cnn import models
+
+SEED_PARAMETER_COUNTS = [
+    (models.TwoConvNet, {}, 8_490),
+    (models.TwoConvNet, {"dropout": False}, 8_490),
+    (models.ThreeConvNet, {}, 19_990),
+    (models.ConvMLPNet, {}, 421_642),
+    (models.KerasConvNet, {}, 104_202),
+    (models.SmallConvNet, {}, 31_626),
+    (models.SmallConvKerasNet, {}, 34_826),
+]
+
+
+@pytest.mark.parametrize(("model_class", "kwargs", "expected"), SEED_PARAMETER_COUNTS)
+def test_seed_networks_match_the_tutorials(model_class, kwargs, expected):
+    model = model_class(**kwargs)
+    assert models.count_parameters(model) == expected
+    logits = model(torch.randn(3, 1, 28, 28))
+    assert logits.shape == (3, 10)
+
+
+def test_two_conv_net_without_dropout_has_no_dropout_layer():
+    with_dropout = models.TwoConvNet()
+    without = models.TwoConvNet(dropout=False)
+    assert any(isinstance(m, torch.nn.Dropout2d) for m in with_dropout.modules())
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in without.modules())
+
+
+def test_seed_networks_return_logits_not_probabilities():
+    torch.manual_seed(0)
+    model = models.SmallConvNet().eval()
+    logits = model(torch.randn(4, 1, 28, 28))
+    # Softmax outputs would be positive and sum to one per row; logits do neither in general.
+    assert not torch.allclose(logits.sum(dim=1), torch.ones(4))
+    assert (logits < 0).any()
+
+
+@pytest.mark.parametrize(("in_channels", "num_classes", "width"), [(1, 10, 32), (3, 47, 16)])
+def test_batchnorm_cnn_takes_channels_classes_and_width(in_channels, num_classes, width):
+    model = models.BatchNormCNN(in_channels=in_channels, num_classes=num_classes, width=width)
+    assert model(torch.randn(2, in_channels, 28, 28)).shape == (2, num_classes)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_batchnorm_cnn_width_scales_parameters():
+    assert models.count_parameters(models.BatchNormCNN(width=16)) < models.count_parameters(models.BatchNormCNN(width=32))
