@@ -1,0 +1,384 @@
+"""The ``report`` command: a comparison table and curve plots of the runs under a log root.
+
+Reads each run's TensorBoard event files (and its ``config.yaml`` where the hparams summary is
+missing) and writes ``runs.md``, ``runs.csv``, ``overlay.png`` and one ``curves/<run>.png`` per run.
+``collect_runs`` is the Python entry point for other tables built from the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentParser
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from lightning_cnn.errors import UserError
+from lightning_cnn.insight import TRAIN_SECONDS_TAG
+
+DEFAULT_LOG_ROOT = "lightning_logs"
+CURVE_TITLES = {
+    "train/loss": "training loss",
+    "val/loss": "validation loss",
+    "train/acc": "training accuracy",
+    "val/acc": "validation accuracy",
+}
+CURVE_TAGS = tuple(CURVE_TITLES)
+CSV_COLUMNS = (
+    "run",
+    "architecture",
+    "parameters",
+    "optimizer",
+    "learning_rate",
+    "scheduler",
+    "batch_size",
+    "max_epochs",
+    "augmentation",
+    "recipe",
+    "best_val_acc",
+    "test_acc",
+    "epochs",
+    "train_seconds",
+)
+
+
+@dataclass
+class RunSummary:
+    """What one run recorded. Field names and meanings are stable; ``None`` means the run did not record it.
+
+    Attributes:
+        run: the run folder relative to the log root, e.g. ``quickstart/version_0``.
+        path: the run folder.
+        architecture: class name of the network (``model.backbone``).
+        parameters: number of parameters of the module.
+        optimizer: optimizer class name.
+        learning_rate: the optimizer's configured ``lr``.
+        scheduler: LR scheduler class name, or ``None`` without one.
+        batch_size: training batch size per device.
+        max_epochs: the configured epoch budget.
+        augmentation: whether training batches were augmented.
+        best_val_acc: the highest ``val/acc_best`` logged (best validation accuracy, a fraction).
+        test_acc: the last ``test/acc`` logged (``test --ckpt_path best|last`` logs into the run).
+        epochs: training epochs completed (one ``train/loss`` value per epoch).
+        train_seconds: wall seconds of training, summed over the fit sessions (``time/train_seconds``).
+        curves: per tag of ``CURVE_TAGS``, the ``(epoch, value)`` pairs logged, epochs counted from 1.
+    """
+
+    run: str
+    path: Path
+    architecture: str | None = None
+    parameters: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    scheduler: str | None = None
+    batch_size: int | None = None
+    max_epochs: int | None = None
+    augmentation: bool | None = None
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    epochs: int = 0
+    train_seconds: float | None = None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> str:
+        """The training recipe in words, e.g. ``Adam lr 0.01, OneCycleLR, batch 128, 3 epochs, no augmentation``."""
+        parts = []
+        if self.optimizer is not None:
+            parts.append(self.optimizer + (f" lr {self.learning_rate:g}" if self.learning_rate is not None else ""))
+        parts.append(self.scheduler or "constant lr")
+        if self.batch_size is not None:
+            parts.append(f"batch {self.batch_size}")
+        if self.max_epochs is not None and self.max_epochs >= 0:
+            parts.append(f"{self.max_epochs} epochs")
+        if self.augmentation is not None:
+            parts.append("augmentation" if self.augmentation else "no augmentation")
+        return ", ".join(parts)
+
+
+def _natural_key(text: str) -> list[int | str]:
+    # version_10 sorts after version_9
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _run_dirs(log_root: Path) -> list[Path]:
+    folders = {path.parent for path in log_root.rglob("events.out.tfevents.*") if path.is_file()}
+    return sorted(folders, key=lambda folder: _natural_key(folder.relative_to(log_root).as_posix()))
+
+
+def _logged_hparams(accumulator: event_accumulator.EventAccumulator) -> dict[str, bool | float | str]:
+    """The hyperparameters of the run's hparams-tab session (written by ``insight.TensorBoardInsight``)."""
+    try:
+        content = accumulator.PluginTagToContent("hparams").get("_hparams_/session_start_info")
+    except KeyError:  # the run has no hparams summary at all
+        return {}
+    if content is None:
+        return {}
+    values = {}
+    for name, value in plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[name] = getattr(value, kind) if kind in ("number_value", "string_value", "bool_value") else None
+    return values
+
+
+def _config_hparams(run_dir: Path) -> dict[str, bool | float | str]:
+    """The recipe read from the run's saved ``config.yaml``, for runs logged without the hparams summary."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+
+    def section(*keys: str) -> dict:
+        node = config
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else {}
+
+    def class_name(node: dict) -> str | None:
+        path = node.get("class_path")
+        return path.rsplit(".", 1)[-1] if isinstance(path, str) else None
+
+    values: dict[str, bool | float | str] = {}
+    for name, value in (
+        ("architecture", class_name(section("model", "backbone"))),
+        ("optimizer", class_name(section("model", "optimizer"))),
+        ("scheduler", class_name(section("model", "scheduler")) or "none"),
+        ("lr", section("model", "optimizer", "init_args").get("lr")),
+        ("batch_size", section("data").get("batch_size")),
+        ("max_epochs", section("trainer").get("max_epochs")),
+    ):
+        if value is not None:
+            values[name] = value
+    if "augmentation" in section("data"):
+        values["augmentation"] = section("data")["augmentation"] is not None
+    return values
+
+
+def _optional(value: object, kind: type) -> int | float | str | bool | None:
+    if value is None or (kind is not str and isinstance(value, str)):
+        return None
+    return kind(value)
+
+
+def summarize_run(run_dir: Path, log_root: Path) -> RunSummary:
+    """Read one run folder's event files (all of them: fit, resumed fit and test) into a ``RunSummary``."""
+    accumulator = event_accumulator.EventAccumulator(
+        str(run_dir),
+        # Keep every scalar; images, histograms and tensors are not needed here.
+        size_guidance={
+            event_accumulator.SCALARS: 0,
+            event_accumulator.IMAGES: 1,
+            event_accumulator.HISTOGRAMS: 1,
+            event_accumulator.TENSORS: 1,
+        },
+    )
+    accumulator.Reload()
+    scalar_tags = set(accumulator.Tags()[event_accumulator.SCALARS])
+
+    def values(tag: str) -> list[event_accumulator.ScalarEvent]:
+        return accumulator.Scalars(tag) if tag in scalar_tags else []
+
+    hparams = {**_config_hparams(run_dir), **_logged_hparams(accumulator)}
+    scheduler = hparams.get("scheduler")
+    summary = RunSummary(
+        run=run_dir.relative_to(log_root).as_posix() or ".",
+        path=run_dir,
+        architecture=_optional(hparams.get("architecture"), str),
+        parameters=_optional(hparams.get("parameters"), int),
+        optimizer=_optional(hparams.get("optimizer"), str),
+        learning_rate=_optional(hparams.get("lr"), float),
+        scheduler=None if scheduler in (None, "none") else str(scheduler),
+        batch_size=_optional(hparams.get("batch_size"), int),
+        max_epochs=_optional(hparams.get("max_epochs"), int),
+        augmentation=_optional(hparams.get("augmentation"), bool),
+    )
+    best = values("val/acc_best")
+    summary.best_val_acc = max(event.value for event in best) if best else None
+    test = values("test/acc")
+    summary.test_acc = test[-1].value if test else None
+    seconds = values(TRAIN_SECONDS_TAG)
+    summary.train_seconds = sum(event.value for event in seconds) if seconds else None
+    summary.epochs = len(values("train/loss"))
+    # Lightning logs the epoch beside every epoch-end metric, at the same step.
+    epoch_at_step = {event.step: int(event.value) for event in values("epoch")}
+    for tag in CURVE_TAGS:
+        events = values(tag)
+        summary.curves[tag] = [
+            (epoch_at_step.get(event.step, index) + 1, event.value) for index, event in enumerate(events)
+        ]
+    return summary
+
+
+def collect_runs(log_root: str | Path = DEFAULT_LOG_ROOT) -> list[RunSummary]:
+    """Every run under ``log_root`` (each folder holding TensorBoard event files), in natural name order."""
+    log_root = Path(log_root)
+    if not log_root.is_dir():
+        raise UserError(f"log root {log_root} does not exist; train a run first, or pass --log_root <folder of runs>")
+    return [summarize_run(run_dir, log_root) for run_dir in _run_dirs(log_root)]
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m {rest:04.1f}s" if minutes else f"{rest:.1f}s"
+
+
+def markdown_table(runs: list[RunSummary]) -> str:
+    """The comparison table in Markdown: accuracies in percent, parameters with thousands separators."""
+    lines = [
+        "| run | architecture | parameters | recipe | best val acc | test acc | epochs | training time |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        parameters = "n/a" if run.parameters is None else f"{run.parameters:,}"
+        cells = (
+            f"`{run.run}`",
+            run.architecture or "n/a",
+            parameters,
+            run.recipe,
+            _percent(run.best_val_acc),
+            _percent(run.test_acc),
+            str(run.epochs),
+            _duration(run.train_seconds),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(runs: list[RunSummary]) -> str:
+    """The comparison table in CSV with the exact logged values (accuracies as fractions, seconds)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for run in runs:
+        row = [getattr(run, column) for column in CSV_COLUMNS]
+        writer.writerow(["" if value is None else repr(value) if isinstance(value, float) else value for value in row])
+    return buffer.getvalue()
+
+
+def _slug(run: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run).strip("_") or "run"
+
+
+def _png(figure) -> bytes:  # noqa: ANN001 (a matplotlib Figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def run_figure(run: RunSummary):  # noqa: ANN201
+    """Loss and accuracy per epoch of one run, training and validation."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    for axes, metric, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "acc", "accuracy")):
+        for split, style in (("train", "--"), ("val", "-")):
+            points = run.curves.get(f"{split}/{metric}", [])
+            if points:
+                epochs, values = zip(*points, strict=True)
+                axes.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend()
+    figure.suptitle(f"{run.run} ({run.architecture or 'unknown architecture'})")
+    return figure
+
+
+def overlay_figure(runs: list[RunSummary]):  # noqa: ANN201
+    """Every run's curves on shared axes: training and validation loss and accuracy per epoch."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(12, 8), layout="constrained")
+    grid = figure.subplots(2, 2)
+    for axes, tag in zip(grid.flat, CURVE_TAGS, strict=True):
+        for run in runs:
+            points = run.curves.get(tag, [])
+            if points:
+                epochs, values = zip(*points, strict=True)
+                axes.plot(epochs, values, marker="o", markersize=3, label=run.run)
+        axes.set_title(CURVE_TITLES[tag])
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    for axes in grid.flat[1:]:
+        more_handles, more_labels = axes.get_legend_handles_labels()
+        for handle, label in zip(more_handles, more_labels, strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    return figure
+
+
+def write_report(
+    log_root: str | Path = DEFAULT_LOG_ROOT, out: str | Path | None = None
+) -> tuple[Path, list[RunSummary]]:
+    """Write the table (``runs.md``, ``runs.csv``) and plots of the runs under ``log_root`` into ``out``.
+
+    ``out`` defaults to ``<log_root>/report``. Everything is rendered before anything is written, so
+    a failure leaves no partial report. Returns the output folder and the runs it shows.
+    """
+    log_root = Path(log_root)
+    out = Path(out) if out is not None else log_root / "report"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder for the report")
+    runs = collect_runs(log_root)
+    if not runs:
+        raise UserError(
+            f"no runs under {log_root} (no TensorBoard event files); train one with "
+            "'python -m lightning_cnn fit --config ...', or pass --log_root <folder of runs>"
+        )
+    plotted = [run for run in runs if any(run.curves.values())]
+    images = {f"curves/{_slug(run.run)}.png": _png(run_figure(run)) for run in plotted}
+    if plotted:
+        images["overlay.png"] = _png(overlay_figure(plotted))
+    markdown = f"# Runs under `{log_root}`\n\n" + markdown_table(runs)
+    if plotted:
+        markdown += "\n![loss and accuracy of every run](overlay.png)\n\n"
+        markdown += "\n".join(f"- [`{run.run}`](curves/{_slug(run.run)}.png)" for run in plotted) + "\n"
+    files = {"runs.md": markdown.encode(), "runs.csv": csv_table(runs).encode(), **images}
+    try:
+        for name, content in files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(content)
+    except OSError as error:
+        raise UserError(
+            f"cannot write the report into {out} ({error.strerror}); pass a writable --out folder"
+        ) from None
+    return out, runs
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m lightning_cnn report [--log_root lightning_logs] [--out <folder>]``."""
+    parser = ArgumentParser(
+        prog="python -m lightning_cnn report",
+        description="Write a comparison table (runs.md, runs.csv) and loss/accuracy plots (PNG) of the runs "
+        "under a log root.",
+    )
+    parser.add_argument("--log_root", type=str, default=DEFAULT_LOG_ROOT, help="folder of runs (the logger's save_dir)")
+    parser.add_argument("--out", type=str | None, default=None, help="output folder (default: <log_root>/report)")
+    config = parser.parse_args(args)
+    out, runs = write_report(config.log_root, config.out)
+    print(markdown_table(runs), end="")
+    print(f"Report written to {out}/ (runs.md, runs.csv, overlay.png, curves/)")
