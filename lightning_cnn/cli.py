@@ -21,6 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.errors import UserError
+from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
 
 LOG_ROOT = "lightning_logs"
@@ -48,6 +49,9 @@ class RunConfigCallback(SaveConfigCallback):
 class CNNLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Dashboard images, hparams, graph and timing (insight.*), and the learning rate (learning_rate.*).
+        parser.add_lightning_class_args(TensorBoardInsight, "insight")
+        parser.add_lightning_class_args(LearningRateLogger, "learning_rate")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -119,14 +123,24 @@ def best_checkpoint(last: Path) -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
     try:
+        if args and args[0] == "report":
+            # Not a Lightning stage: a table and plots of finished runs, with its own small parser.
+            from lightning_cnn.report import main as report_main
+
+            report_main(args[1:])
+            return
         CNNLightningCLI(
             ImageClassifier,
             MNISTDataModule,
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults=TRAINER_DEFAULTS,
-            parser_kwargs={"description": "Train, evaluate and use CNNs on MNIST."},
+            parser_kwargs={
+                "description": "Train, evaluate and use CNNs on MNIST. "
+                "'report' (see 'report --help') writes a table and plots of the runs under a log root."
+            },
             args=args,
         )
     except UserError as error:
