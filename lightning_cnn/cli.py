@@ -3,21 +3,24 @@
 Additions: a best/last ModelCheckpoint configurable under ``checkpoint.*``, links that pass the
 data's class count and image shape to the model, ``--ckpt_path best|last`` resolved to the newest
 run of the experiment (so ``test`` and resumed ``fit`` work in a new process, in that run's
-folder), and user errors printed as one line instead of a traceback.
+folder), the global batch size logged at the start of fit, warnings shown by rank zero only, and
+user errors printed as one line instead of a traceback.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.errors import UserError
@@ -27,13 +30,35 @@ from lightning_cnn.module import ImageClassifier
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
 
+class GlobalBatchSizeLogger(Callback):
+    """Logs the global batch size (per-device batch x processes x gradient accumulation) when fit starts.
+
+    It is the number of images behind each optimizer step, the one that learning rates relate to;
+    it goes into ``hparams.yaml`` and the TensorBoard scalar ``global_batch_size``.
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        per_device = getattr(trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            return
+        processes, accumulation = trainer.world_size, trainer.accumulate_grad_batches
+        global_batch_size = per_device * processes * accumulation
+        rank_zero_info(
+            f"Global batch size: {global_batch_size} = {per_device} per device x {processes} devices in all "
+            f"x {accumulation} accumulated batches"
+        )
+        for logger in trainer.loggers:  # loggers write on rank zero only
+            logger.log_hyperparams({"global_batch_size": global_batch_size, "world_size": processes})
+            logger.log_metrics({"global_batch_size": global_batch_size}, step=0)
+
+
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": LOG_ROOT, "name": "default", "default_hp_metric": False},
     },
     # Every layer with its output shape and parameter count, as the tutorials compute by hand.
-    "callbacks": [RichModelSummary(max_depth=-1)],
+    "callbacks": [RichModelSummary(max_depth=-1), GlobalBatchSizeLogger()],
 }
 
 
@@ -123,6 +148,9 @@ def best_checkpoint(last: Path) -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
+    if rank_zero_only.rank > 0:
+        # Every process of a distributed run executes the same code: its warnings repeat rank zero's.
+        warnings.simplefilter("ignore")
     args = sys.argv[1:] if args is None else args
     try:
         if args and args[0] == "report":

@@ -94,7 +94,9 @@ class ImageClassifier(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(self.accuracy["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=False)
+        # The value is already reduced across ranks (val_acc synced); a max over identical values keeps it exact
+        # and tells Lightning it is synced.
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
 
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several return shapes)
         optimizer = self.optimizer_factory(self.parameters())
