@@ -151,13 +151,14 @@ def main(args: list[str] | None = None) -> None:
     if rank_zero_only.rank > 0:
         # Every process of a distributed run executes the same code: its warnings repeat rank zero's.
         warnings.simplefilter("ignore")
-    args = sys.argv[1:] if args is None else args
+    # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
+    argv = sys.argv[1:] if args is None else args
     try:
-        if args and args[0] == "report":
+        if argv and argv[0] == "report":
             # Not a Lightning stage: a table and plots of finished runs, with its own small parser.
             from lightning_cnn.report import main as report_main
 
-            report_main(args[1:])
+            report_main(argv[1:])
             return
         CNNLightningCLI(
             ImageClassifier,
