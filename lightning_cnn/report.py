@@ -95,7 +95,7 @@ class RunSummary:
         if self.batch_size is not None:
             parts.append(f"batch {self.batch_size}")
         if self.max_epochs is not None and self.max_epochs >= 0:
-            parts.append(f"{self.max_epochs} epochs")
+            parts.append(f"{self.max_epochs} epoch" + ("" if self.max_epochs == 1 else "s"))
         if self.augmentation is not None:
             parts.append("augmentation" if self.augmentation else "no augmentation")
         return ", ".join(parts)

@@ -1,0 +1,169 @@
+"""What a run leaves in TensorBoard: scalars by split, hparams with final metrics, graph, timing and images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+from conftest import REPO, make_synthetic_mnist, run_cli
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from lightning_cnn import ImageClassifier
+from lightning_cnn.data import MNISTDataModule
+from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
+from lightning_cnn.models import TwoConvNet
+
+EPOCHS = 2
+EPOCH_IMAGE_TAGS = {
+    "train/inputs",
+    "val/misclassified",
+    "val/confusion_matrix",
+    "filters/backbone.0",
+    "feature_maps/input",
+    "feature_maps/backbone.0",  # TwoConvNet's two convolutions
+    "feature_maps/backbone.3",
+}
+TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix"}
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def tiny_run_args(data_dir: Path, save_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(REPO / "configs" / "quickstart.yaml"),
+        "--data.data_dir", str(data_dir),
+        "--data.val_split", "100",
+        "--trainer.logger.init_args.save_dir", str(save_dir),
+        "--trainer.limit_train_batches", "3",
+        "--trainer.log_every_n_steps", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fitted_and_tested_run(tmp_path_factory) -> Path:
+    """quickstart.yaml (TwoConvNet, Adam + one-cycle) for 2 short epochs, then ``test --ckpt_path best``."""
+    root = tmp_path_factory.mktemp("insight")
+    data_dir = make_synthetic_mnist(root / "data")
+    logs = root / "logs"
+    fit = run_cli("fit", *tiny_run_args(data_dir, logs, "--trainer.max_epochs", str(EPOCHS)), cwd=root)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    test = run_cli("test", *tiny_run_args(data_dir, logs), "--ckpt_path", "best", cwd=root)
+    assert test.returncode == 0, test.stderr[-3000:]
+    return logs / "quickstart" / "version_0"
+
+
+def test_scalars_are_grouped_by_split_with_the_learning_rate_and_training_time(fitted_and_tested_run):
+    events = load_events(fitted_and_tested_run)
+    scalars = set(events.Tags()["scalars"])
+    for split in ("train", "val", "test"):
+        assert {f"{split}/loss", f"{split}/acc"} <= scalars
+    assert {"val/acc_best", "train/lr-Adam", "time/train_seconds", "time/insight_seconds"} <= scalars
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
+        assert len(events.Scalars(tag)) == EPOCHS, tag
+    # One-cycle steps every batch: one learning rate per training step, rising from max_lr / 25.
+    learning_rates = [event.value for event in events.Scalars("train/lr-Adam")]
+    assert len(learning_rates) == EPOCHS * 3
+    assert learning_rates[0] == pytest.approx(0.01 / 25)
+    (train_seconds,) = [event.value for event in events.Scalars("time/train_seconds")]
+    (insight_seconds,) = [event.value for event in events.Scalars("time/insight_seconds")]
+    assert 0 < insight_seconds < train_seconds
+
+
+def test_every_image_kind_is_logged_once_per_epoch_and_once_per_test(fitted_and_tested_run):
+    events = load_events(fitted_and_tested_run)
+    assert set(events.Tags()["images"]) == EPOCH_IMAGE_TAGS | TEST_IMAGE_TAGS
+    for tag in EPOCH_IMAGE_TAGS:
+        assert len(events.Images(tag)) == EPOCHS, tag
+    for tag in TEST_IMAGE_TAGS:
+        assert len(events.Images(tag)) == 1, tag
+
+
+def test_training_inputs_are_shown_de_normalized(fitted_and_tested_run):
+    image = events_image(fitted_and_tested_run, "train/inputs")
+    # 32 inputs, 8 per row, 28 px tiles with 2 px padding.
+    assert image.size == (8 * 30 + 2, 4 * 30 + 2)
+    # Synthetic digits: background pixels uniform in [0, 40), one 6x6 patch at 255. Back on the pixel
+    # scale the first tile holds that patch and a background of median ~20; still normalized, the
+    # background would be negative and show as 0.
+    tile = image.convert("L").crop((2, 2, 30, 30))
+    pixels = sorted(tile.getdata())
+    assert pixels[-36] >= 250
+    assert 12 <= pixels[len(pixels) // 2] <= 28
+
+
+def events_image(run_dir: Path, tag: str) -> Image.Image:
+    return Image.open(io.BytesIO(load_events(run_dir).Images(tag)[-1].encoded_image_string))
+
+
+def test_hparams_tab_holds_the_recipe_and_the_final_metrics(fitted_and_tested_run):
+    content = load_events(fitted_and_tested_run).PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.session_start_info.hparams.items()}
+    assert hparams["architecture"] == "TwoConvNet"
+    assert hparams["parameters"] == 8490
+    assert (hparams["optimizer"], hparams["lr"], hparams["scheduler"]) == ("Adam", 0.01, "OneCycleLR")
+    assert (hparams["batch_size"], hparams["max_epochs"], hparams["augmentation"]) == (128, EPOCHS, False)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {"val/acc_best", "test/acc", "time/train_seconds"} <= metrics
+
+
+def test_model_graph_is_logged(fitted_and_tested_run):
+    events = load_events(fitted_and_tested_run)
+    assert events.Tags()["graph"]
+    node_names = [node.name for node in events.Graph().node]
+    assert any("Conv2d" in name or "conv" in name.lower() for name in node_names)
+
+
+def test_image_kinds_switch_off_in_yaml(tmp_path):
+    data_dir = make_synthetic_mnist(tmp_path / "data")
+    config = tmp_path / "quiet.yaml"
+    config.write_text("insight:\n  feature_maps: false\n  confusion_matrix: false\n  graph: false\n")
+    args = tiny_run_args(data_dir, tmp_path / "logs", "--config", str(config), "--trainer.max_epochs", "1")
+    result = run_cli("fit", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = load_events(tmp_path / "logs" / "quickstart" / "version_0")
+    assert set(events.Tags()["images"]) == {"train/inputs", "val/misclassified", "filters/backbone.0"}
+    assert not events.Tags()["graph"]
+
+
+def fit_in_process(
+    tmp_path: Path, insight: TensorBoardInsight, logger: TensorBoardLogger | bool, epochs: int
+) -> pl.Trainer:
+    data = MNISTDataModule(make_synthetic_mnist(tmp_path / "data"), batch_size=32, val_split=100, download=False)
+    model = ImageClassifier(TwoConvNet())
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=2,
+        logger=logger,
+        callbacks=[insight, LearningRateLogger()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    return trainer
+
+
+def test_images_every_n_epochs(tmp_path):
+    logger = TensorBoardLogger(tmp_path / "logs", name="every2", default_hp_metric=False)
+    fit_in_process(tmp_path, TensorBoardInsight(every_n_epochs=2, graph=False), logger, epochs=4)
+    events = load_events(Path(logger.log_dir))
+    for tag in EPOCH_IMAGE_TAGS:
+        assert [image.step for image in events.Images(tag)] == [4, 8], tag  # after epochs 2 and 4 (2 steps each)
+
+
+def test_smoke_training_without_a_logger(tmp_path):
+    """Smoke test: without a logger the callbacks stay idle (Lightning's own LR monitor would raise)."""
+    trainer = fit_in_process(tmp_path, TensorBoardInsight(), logger=False, epochs=1)
+    assert trainer.state.finished and trainer.global_step == 2

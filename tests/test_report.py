@@ -1,0 +1,120 @@
+"""The report: its table holds exactly the numbers the runs logged, and its plots are real PNG files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_synthetic_mnist, run_cli
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_cnn import cli
+from lightning_cnn.report import collect_runs, write_report
+
+RUNS = {"quickstart/version_0": 2, "seed000/version_0": 1}  # run -> epochs trained
+
+
+def logged(run_dir: Path, tag: str) -> list[float]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return [event.value for event in accumulator.Scalars(tag)] if tag in accumulator.Tags()["scalars"] else []
+
+
+@pytest.fixture(scope="module")
+def log_root(tmp_path_factory) -> Path:
+    """Two tiny runs: quickstart (Adam + one-cycle, 2 epochs, then tested) and seed000 (SGD, 1 epoch, untested)."""
+    root = tmp_path_factory.mktemp("report")
+    data_dir = make_synthetic_mnist(root / "data")
+    logs = root / "logs"
+
+    def args(config: str, name: str, *extra: str) -> list[str]:
+        return [
+            "--config", str(REPO / "configs" / config),
+            "--data.data_dir", str(data_dir),
+            "--data.val_split", "100",
+            "--trainer.logger.init_args.save_dir", str(logs),
+            "--trainer.logger.init_args.name", name,
+            "--trainer.limit_train_batches", "3",
+            "--trainer.enable_progress_bar", "false",
+            *extra,
+        ]  # fmt: skip
+
+    # In-process for speed; the command itself is exercised in a subprocess below.
+    cli.main(["fit", *args("quickstart.yaml", "quickstart", "--trainer.max_epochs", "2")])
+    cli.main(["test", *args("quickstart.yaml", "quickstart"), "--ckpt_path", "best"])
+    cli.main(["fit", *args("seed000_two_conv.yaml", "seed000", "--trainer.max_epochs", "1")])
+    return logs
+
+
+def test_collect_runs_returns_the_logged_numbers(log_root):
+    runs = {run.run: run for run in collect_runs(log_root)}
+    assert set(runs) == set(RUNS)
+    for name, epochs in RUNS.items():
+        run, run_dir = runs[name], log_root / name
+        assert run.best_val_acc == max(logged(run_dir, "val/acc_best"))
+        assert run.train_seconds == logged(run_dir, "time/train_seconds")[0] > 0
+        assert run.epochs == epochs == len(logged(run_dir, "train/loss"))
+        assert [value for _, value in run.curves["val/acc"]] == logged(run_dir, "val/acc")
+        assert [epoch for epoch, _ in run.curves["train/loss"]] == list(range(1, epochs + 1))
+        assert (run.architecture, run.parameters, run.max_epochs) == ("TwoConvNet", 8490, epochs)
+    assert runs["quickstart/version_0"].test_acc == logged(log_root / "quickstart/version_0", "test/acc")[-1]
+    assert runs["seed000/version_0"].test_acc is None
+    assert runs["quickstart/version_0"].recipe == "Adam lr 0.01, OneCycleLR, batch 128, 2 epochs, no augmentation"
+    assert runs["seed000/version_0"].recipe == "SGD lr 0.01, constant lr, batch 64, 1 epoch, no augmentation"
+
+
+def test_report_command_writes_tables_equal_to_the_logged_numbers_and_plots(log_root, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("report", "--log_root", str(log_root), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["run"]: row for row in csv.DictReader((out / "runs.csv").open())}
+    markdown = (out / "runs.md").read_text()
+    assert set(rows) == set(RUNS)
+    for name, epochs in RUNS.items():
+        row, run_dir = rows[name], log_root / name
+        best = max(logged(run_dir, "val/acc_best"))
+        assert float(row["best_val_acc"]) == best
+        assert float(row["train_seconds"]) == logged(run_dir, "time/train_seconds")[0]
+        assert int(row["epochs"]) == epochs and int(row["parameters"]) == 8490
+        line = next(line for line in markdown.splitlines() if f"`{name}`" in line)
+        assert f"| {100 * best:.2f}% |" in line and "| 8,490 |" in line
+    test_acc = logged(log_root / "quickstart/version_0", "test/acc")[-1]
+    assert float(rows["quickstart/version_0"]["test_acc"]) == test_acc
+    assert rows["seed000/version_0"]["test_acc"] == ""
+    for png in ("overlay.png", "curves/quickstart_version_0.png", "curves/seed000_version_0.png"):
+        with Image.open(out / png) as image:
+            assert image.format == "PNG" and image.width >= 600, png
+    assert "runs.md" in result.stdout or "quickstart/version_0" in result.stdout
+
+
+def test_report_defaults_to_a_folder_inside_the_log_root(log_root):
+    out, runs = write_report(log_root)
+    assert out == log_root / "report" and (out / "runs.csv").is_file()
+    # The report folder holds no event files, so it never shows up as a run.
+    assert [run.run for run in collect_runs(log_root)] == [run.run for run in runs] == sorted(RUNS)
+
+
+@pytest.mark.parametrize(
+    ("make_root", "message"),
+    [
+        (lambda tmp: tmp / "missing", "does not exist"),
+        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no runs under"),
+    ],
+    ids=["missing", "empty"],
+)
+def test_report_on_a_log_root_without_runs_says_what_to_do(tmp_path, make_root, message):
+    log_root = make_root(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("report", "--log_root", str(log_root), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line and "--log_root" in line
+    assert not out.exists()
+
+
+def test_main_help_mentions_the_report_command(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "report" in result.stdout
