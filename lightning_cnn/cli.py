@@ -10,25 +10,29 @@ user errors printed as one line instead of a traceback.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from lightning_cnn.checkpoints import LastCheckpoint, load_checkpoint, validate_checkpoint
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
+from lightning_cnn.prediction_writer import PredictionWriter
 
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
+
 
 class GlobalBatchSizeLogger(Callback):
     """Logs the global batch size (per-device batch x processes x gradient accumulation) when fit starts.
@@ -74,6 +78,9 @@ class RunConfigCallback(SaveConfigCallback):
 class CNNLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # last.ckpt at every epoch end and on SIGINT/SIGTERM (last_checkpoint.*); the predict CSV (predictions.*).
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         # Dashboard images, hparams, graph and timing (insight.*), and the learning rate (learning_rate.*).
         parser.add_lightning_class_args(TensorBoardInsight, "insight")
         parser.add_lightning_class_args(LearningRateLogger, "learning_rate")
@@ -81,7 +88,8 @@ class CNNLightningCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                # LastCheckpoint writes last.ckpt: ModelCheckpoint's save_last refreshes it only with a new best.
+                "checkpoint.save_last": False,
                 "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
@@ -93,7 +101,25 @@ class CNNLightningCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            resolve_run_checkpoint(self.config[subcommand])
+            config = self.config[subcommand]
+            resolve_run_checkpoint(config)
+            if config.get("ckpt_path") not in (None, *RUN_ALIASES):
+                # LightningCLI reads the checkpoint's hyperparameters next: a damaged file or a
+                # non-checkpoint must fail here with one clear sentence, not a traceback.
+                load_checkpoint(config.ckpt_path)
+            if "weights_only" in config and config.weights_only is None:
+                config.weights_only = True  # what torch does by default; stated so the saved config shows it
+
+    def _check_inputs(self) -> None:
+        # Before the trainer starts (and creates a run folder): a checkpoint that does not fit the
+        # model or a predict path that names no file stops here and leaves nothing behind.
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path is not None and ckpt_path not in RUN_ALIASES:
+            validate_checkpoint(ckpt_path, self.model)
+        if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
+            self.datamodule.find_predict_files()
+
+    before_fit = before_validate = before_test = before_predict = _check_inputs
 
 
 def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
@@ -136,7 +162,7 @@ def resolve_run_checkpoint(config: Namespace) -> None:
 
 def best_checkpoint(last: Path) -> Path:
     """The best checkpoint recorded by ModelCheckpoint in the state of ``last``."""
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = load_checkpoint(last)
     for key, callback_state in state.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint") and callback_state.get("best_model_path"):
             best = Path(callback_state["best_model_path"])
@@ -160,7 +186,13 @@ def main(args: list[str] | None = None) -> None:
 
             report_main(argv[1:])
             return
-        CNNLightningCLI(
+        if argv and argv[0] == "export":
+            # Not a Lightning stage either: checkpoint -> ONNX and TorchScript files.
+            from lightning_cnn.export import main as export_main
+
+            export_main(argv[1:])
+            return
+        cli = CNNLightningCLI(
             ImageClassifier,
             MNISTDataModule,
             save_config_callback=RunConfigCallback,
@@ -174,4 +206,13 @@ def main(args: list[str] | None = None) -> None:
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except (SIGTERMException, KeyboardInterrupt):
+        # fit saved last.ckpt already (LastCheckpoint); the exit status tells which signal stopped it.
+        stopped_by = LastCheckpoint.stopped_by or signal.SIGINT
+        print(f"stopped by {stopped_by.name}", file=sys.stderr)
+        sys.exit(128 + stopped_by)
+    failures = getattr(cli.datamodule, "predict_failures", None)
+    if cli.subcommand == "predict" and failures:
+        print(f"error: {len(failures)} files could not be read and were skipped (listed above)", file=sys.stderr)
         sys.exit(1)
