@@ -7,7 +7,11 @@ No per-sample PIL image or Python transform runs on the hot path.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from torch import Tensor
 from torchvision.datasets import MNIST
 
 from lightning_cnn.errors import DataError
+from lightning_cnn.images import ImageReadError, find_images, load_image
 
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -27,6 +32,65 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
+
+# Size and MD5 of the official uncompressed files. torchvision checks the .gz archives when it
+# downloads or extracts them, but trusts any extracted file that exists: a truncated or damaged one
+# would fail deep inside its parser, or load silently. These catch it before parsing.
+OFFICIAL_EXTRACTED = {
+    "train-images-idx3-ubyte": (47040016, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (60008, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (7840016, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (10008, "27ae3e4e09519cfbb04c329615203637"),
+}
+
+
+@functools.lru_cache(maxsize=16)
+def _md5(path: Path, size: int, mtime_ns: int) -> str:
+    # Keyed by size and modification time, so prepare_data and setup hash each file once per process.
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def idx_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole IDX file of unsigned bytes (its size must match its header), or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        magic = file.read(4)
+        if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
+            return "it is not an IDX file of unsigned bytes"
+        dims = file.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        return "it is truncated inside its header"
+    expected = 4 + len(dims) + math.prod(struct.unpack(f">{magic[3]}I", dims))
+    if size != expected:
+        return f"it holds {size} bytes where its header promises {expected} (truncated or damaged)"
+    return None
+
+
+def damaged_raw_files(raw_dir: Path) -> dict[str, str]:
+    """The extracted MNIST files in ``raw_dir`` that are damaged, each with the reason; empty when all are sound.
+
+    Every file gets the cheap size-against-header check; a file with the official size must also have
+    the official MD5 (files of other sizes, such as small test datasets, are not official ones).
+    """
+    problems = {}
+    for name, (official_size, official_md5) in OFFICIAL_EXTRACTED.items():
+        path = raw_dir / name
+        if not path.is_file():
+            continue
+        problem = idx_file_problem(path)
+        stat = path.stat()
+        official_size_wrong_md5 = (
+            stat.st_size == official_size and _md5(path, stat.st_size, stat.st_mtime_ns) != official_md5
+        )
+        if problem is None and official_size_wrong_md5:
+            problem = "its MD5 checksum does not match the official file"
+        if problem is not None:
+            problems[name] = problem
+    return problems
 
 
 @dataclass
@@ -88,11 +152,22 @@ class TensorBatchLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        # Batches of the current epoch to skip on the next iteration: set when fit resumes mid-epoch.
+        self.start_batch = 0
         # Lightning calls ``sampler.set_epoch`` on any iterable that has one, and inspects ``batch_sampler``.
         self.sampler, self.batch_sampler = self, None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning saves this in checkpoints and treats the loader as resumable. The position inside
+        # the epoch is Lightning's own batch progress (see MNISTDataModule.train_dataloader), since
+        # the loader cannot tell the batches trained on from the one Lightning has prefetched.
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
 
     def _num_batches(self) -> int:
         largest_shard = math.ceil(len(self.labels) / self.world_size)
@@ -118,7 +193,8 @@ class TensorBatchLoader:
             # A shard one sample short of its neighbours' could end a batch early; split it into
             # as many (slightly smaller) batches as the other ranks yield instead.
             batches = shard.tensor_split(self._num_batches())
-        for index in batches:
+        start, self.start_batch = self.start_batch, 0
+        for index in batches[start:]:
             yield self.images[index], self.labels[index]
 
 
@@ -135,6 +211,8 @@ class MNISTDataModule(pl.LightningDataModule):
         std: normalization standard deviation, on the [0, 1] pixel scale.
         augmentation: random affine augmentation of training batches; ``null`` turns it off.
         download: fetch missing files from the official mirrors (MD5-verified).
+        predict_path: images to ``predict`` instead of the MNIST test set: a PNG/JPEG/BMP file, a
+            folder of them or a glob; each is converted the way MNIST digits were made.
     """
 
     num_classes = 10
@@ -151,6 +229,7 @@ class MNISTDataModule(pl.LightningDataModule):
         std: PositiveFloat = 0.3081,
         augmentation: Augmentation | None = None,
         download: bool = True,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -160,6 +239,10 @@ class MNISTDataModule(pl.LightningDataModule):
         self.mean, self.std = mean, std
         self.augmentation = augmentation
         self.download = download
+        self.predict_path = predict_path
+        self.predict_images: Tensor | None = None
+        self.predict_names: list[str] = []
+        self.predict_failures: list[str] = []
         self.shuffle_seed = 0
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.test_images = self.test_labels = None
@@ -168,8 +251,31 @@ class MNISTDataModule(pl.LightningDataModule):
     def raw_dir(self) -> Path:
         return self.data_dir / "MNIST" / "raw"
 
+    def _predicting_files(self) -> bool:
+        return self.predict_path is not None and self.trainer is not None and self.trainer.predicting
+
+    def check_raw_files(self) -> None:
+        """Raise a DataError naming any damaged extracted MNIST file, before anything parses it."""
+        damaged = damaged_raw_files(self.raw_dir)
+        if damaged:
+            details = "; ".join(f"{name}: {why}" for name, why in damaged.items())
+            raise DataError(
+                f"damaged MNIST files in {self.raw_dir} ({details}); delete them and run with data.download=true "
+                "(they are extracted again from the verified .gz archives, or downloaded), or copy good copies there"
+            )
+
     def prepare_data(self) -> None:
-        if not self.download:
+        if self._predicting_files():
+            return  # the user's images replace the test set; MNIST is not needed
+        if self.download:
+            # Damaged extracted files are deleted so torchvision extracts them again from the .gz
+            # archives, which it verifies by MD5 (downloading them afresh when they are damaged too).
+            for name in damaged_raw_files(self.raw_dir):
+                (self.raw_dir / name).unlink()
+        else:
+            # Checked here too (prepare_data runs before any run folder exists), so a damaged dataset
+            # leaves nothing behind.
+            self.check_raw_files()
             return
         for train in (True, False):
             try:
@@ -182,12 +288,19 @@ class MNISTDataModule(pl.LightningDataModule):
                 ) from None
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        self.check_raw_files()
         try:
             dataset = MNIST(self.data_dir, train=train, download=False)
         except RuntimeError:
             raise DataError(
                 f"MNIST is not in {self.raw_dir}; set data.download=true, or copy the four official "
                 f"files {', '.join(MNIST_FILES)} there"
+            ) from None
+        except (ValueError, AssertionError, OSError) as error:
+            # Whatever the header and checksum checks could not see (a file of another dataset, say).
+            raise DataError(
+                f"MNIST files in {self.raw_dir} cannot be parsed ({error}); delete them and run with "
+                "data.download=true, or copy the four official files there"
             ) from None
         return dataset.data.unsqueeze(1).contiguous(), dataset.targets
 
@@ -216,9 +329,35 @@ class MNISTDataModule(pl.LightningDataModule):
             train_index, val_index = self.split_indices(len(labels))
             self.train_images, self.train_labels = images[train_index].to(device), labels[train_index].to(device)
             self.val_images, self.val_labels = images[val_index].to(device), labels[val_index].to(device)
-        if stage in ("test", "predict") and self.test_images is None:
+        if stage == "predict" and self.predict_path is not None:
+            if self.predict_images is None:
+                self.predict_images = self._read_predict_images().to(device)
+        elif stage in ("test", "predict") and self.test_images is None:
             images, labels = self._load(train=False)
             self.test_images, self.test_labels = images.to(device), labels.to(device)
+            self.predict_names = [f"{self.raw_dir / 't10k-images-idx3-ubyte'}[{i}]" for i in range(len(labels))]
+
+    def find_predict_files(self) -> list[Path]:
+        """The files ``predict_path`` names (raises a DataError when it names none)."""
+        return find_images(self.predict_path)
+
+    def _read_predict_images(self) -> Tensor:
+        # Decoding files is per-image Python by nature; it runs once, before prediction starts.
+        images, self.predict_names, self.predict_failures = [], [], []
+        for path in self.find_predict_files():
+            try:
+                images.append(load_image(path))
+                self.predict_names.append(str(path))
+            except ImageReadError as error:
+                self.predict_failures.append(str(error))
+                if self.trainer is None or self.trainer.is_global_zero:
+                    print(f"skipped: {error}", file=sys.stderr)
+        if not images:
+            raise DataError(
+                f"none of the {len(self.predict_failures)} files at {self.predict_path} could be read "
+                "(see the lines above); point data.predict_path at PNG, JPEG or BMP pictures of digits"
+            )
+        return torch.stack(images)
 
     def _loader(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False) -> TensorBatchLoader:
         rank, world_size = 0, 1
@@ -227,7 +366,15 @@ class MNISTDataModule(pl.LightningDataModule):
         return TensorBatchLoader(images, labels, batch_size, shuffle, self.shuffle_seed, rank, world_size)
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.train_images, self.train_labels, self.batch_size, shuffle=True)
+        loader = self._loader(self.train_images, self.train_labels, self.batch_size, shuffle=True)
+        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        if fit_loop is not None and fit_loop.restarting:
+            # Resuming from a checkpoint saved inside an epoch (SIGINT/SIGTERM, every_n_train_steps):
+            # the epoch's order is reproducible from the seed, so skip the batches already trained on.
+            done = fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < len(loader):
+                loader.start_batch = done
+        return loader
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader(self.val_images, self.val_labels, self.eval_batch_size)
@@ -236,7 +383,9 @@ class MNISTDataModule(pl.LightningDataModule):
         return self._loader(self.test_images, self.test_labels, self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.test_images, self.test_labels, self.eval_batch_size)
+        # Batches are (images, index into predict_names), so a prediction writer can name each row.
+        images = self.test_images if self.predict_path is None else self.predict_images
+        return self._loader(images, torch.arange(len(images), device=images.device), self.eval_batch_size)
 
     def normalize(self, images: Tensor) -> Tensor:
         """Standardize images on the [0, 1] pixel scale with the configured mean and std."""

@@ -1,0 +1,199 @@
+"""Checkpoints that can be trusted: safe loading with clear errors, and a last checkpoint that survives interruption.
+
+``load_checkpoint`` reads a file with weights-only unpickling (no code from the file runs) and
+checks it against the model it is meant for. ``LastCheckpoint`` keeps ``last.ckpt`` current at
+every epoch end and when SIGINT or SIGTERM stops ``fit``, with the random number generators'
+state, so ``fit --ckpt_path last`` continues exactly where training stopped.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import signal
+import threading
+import zipfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import nn
+
+from lightning_cnn.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, damaged, not a checkpoint, or belongs to another architecture."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with weights-only unpickling.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or holds Python objects
+            that weights-only loading refuses to run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise CheckpointError(
+                f"{path} holds Python objects that safe (weights-only) loading refuses to run; use a checkpoint "
+                "written by this project's fit, or re-save the trusted file's state_dict with torch.save"
+            ) from None
+        raise CheckpointError(f"{path} is not a checkpoint ({error}); pass a .ckpt file written by fit") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is truncated or not a checkpoint ({reason}); pass a complete .ckpt file written by fit "
+            "(a run stopped while saving keeps its previous checkpoints)"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint (it has no state_dict); pass a .ckpt file written by fit"
+        )
+    return checkpoint
+
+
+def check_architecture(checkpoint: dict[str, Any], model: nn.Module, path: str | Path) -> None:
+    """Raise a CheckpointError unless the checkpoint's weights fit ``model`` name for name and shape for shape."""
+    saved = checkpoint["state_dict"]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    mismatched = sorted(k for k in set(saved) & set(expected) if tuple(saved[k].shape) != tuple(expected[k].shape))
+    if not (missing or unexpected or mismatched):
+        return
+    saved_backbone = checkpoint.get("hyper_parameters", {}).get("backbone")
+    trained_with = ""
+    if isinstance(saved_backbone, dict) and "class_path" in saved_backbone:
+        trained_with = f" (it was trained with {saved_backbone['class_path']} {saved_backbone.get('init_args', {})})"
+    details = []
+    if mismatched:
+        key = mismatched[0]
+        details.append(f"{key} has shape {tuple(saved[key].shape)}, the model expects {tuple(expected[key].shape)}")
+    if missing:
+        details.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
+    if unexpected:
+        details.append(f"{len(unexpected)} unknown weights, e.g. {unexpected[0]}")
+    raise CheckpointError(
+        f"{path} belongs to another architecture{trained_with}: {'; '.join(details)}; "
+        "pass the --config (and model options) it was trained with"
+    )
+
+
+def validate_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
+    """Load ``path`` safely and check that it fits ``model``; returns the checkpoint."""
+    checkpoint = load_checkpoint(path)
+    check_architecture(checkpoint, model, path)
+    return checkpoint
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` at the end of every epoch, and when SIGINT or SIGTERM stops ``fit``.
+
+    Lightning (since 2.6) refreshes a ModelCheckpoint's ``save_last`` file only when a top-k file is
+    saved in the same step, so ``last.ckpt`` could lag behind by many epochs; this callback writes it
+    unconditionally. SIGTERM takes Lightning's own path (stop after the current batch); the first
+    Ctrl+C (SIGINT) is turned into the same request, so the checkpoint holds a whole optimizer step;
+    a second Ctrl+C stops at once and still saves. The checkpoint carries the random number
+    generators' state, so resuming gives the same dropout masks and augmentations as an
+    uninterrupted run.
+
+    Args:
+        every_n_train_steps: also write ``last.ckpt`` every this many optimizer steps (None: at epoch ends only).
+    """
+
+    # Which signal stopped the last fit in this process, for the exit status (None: none did).
+    stopped_by: signal.Signals | None = None
+
+    def __init__(self, every_n_train_steps: int | None = None) -> None:
+        super().__init__(
+            filename=self.CHECKPOINT_NAME_LAST,
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps,
+        )
+        self._previous_sigint_handler: Any = None
+        self._sigint_received = False
+
+    @property
+    def last_path(self) -> Path | None:
+        if self.dirpath is None:
+            return None
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        type(self).stopped_by = None
+        self._sigint_received = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_sigint_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint_handler)
+            self._previous_sigint_handler = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self._sigint_received = True
+        # A second Ctrl+C raises KeyboardInterrupt at once (Lightning still calls on_exception).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sigterm_handler = signal.getsignal(signal.SIGTERM)
+        if callable(sigterm_handler):
+            sigterm_handler(signal.SIGTERM, frame)  # Lightning's connector: stop after the current batch
+        else:
+            raise KeyboardInterrupt
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return  # a crash (or a non-finite loss): keep the last good checkpoint untouched
+        by_sigint = self._sigint_received or isinstance(exception, KeyboardInterrupt)
+        stopped_by = signal.SIGINT if by_sigint else signal.SIGTERM
+        type(self).stopped_by = stopped_by
+        path = self.last_path
+        if path is None or trainer.state.fn != TrainerFn.FITTING or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if trainer.global_step == 0:
+            return  # nothing trained yet: no checkpoint is better than one of the initial weights
+        # The full training state; Lightning writes a temporary file and renames it, so never half-written.
+        trainer.save_checkpoint(path, weights_only=False)
+        rank_zero_info(
+            f"{stopped_by.name}: saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+            "continue with the same command and --ckpt_path last"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        rng_states = state_dict.pop("rng_states", None)
+        if rng_states is not None:
+            _set_rng_states(rng_states)
+        super().load_state_dict(state_dict)

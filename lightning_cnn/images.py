@@ -1,0 +1,139 @@
+"""Reading a user's image files (PNG, JPEG, BMP; any size and mode) as MNIST-style 28x28 digits.
+
+MNIST was made by scaling each digit to fit a 20x20 box (keeping its aspect ratio, anti-aliased)
+and centering its center of mass in a 28x28 field, light ink on a black background. This module
+does the same to an arbitrary picture of one digit and returns uint8 pixels, so the DataModule
+normalizes them exactly like its training batches.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from lightning_cnn.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MNIST_SIZE = 28
+DIGIT_BOX = 20
+# Pixels darker than this fraction of the digit's brightest ink (after background removal) are
+# background when finding the bounding box; it keeps faint paper texture out of the crop.
+INK_THRESHOLD = 0.25
+# Below this contrast (on the 0-255 scale) between ink and background there is no digit to read.
+MIN_CONTRAST = 16.0
+
+
+class ImageReadError(DataError):
+    """One image file could not be read or holds no digit; the others can still be predicted."""
+
+
+def find_images(pattern: str | Path) -> list[Path]:
+    """The image files named by ``pattern``: one file, a folder (its images, not recursive) or a glob.
+
+    Raises:
+        DataError: when nothing matches, so a typo in the path is not mistaken for an empty result.
+    """
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise DataError(
+                f"folder {path} holds no image files; put PNG, JPEG or BMP files there or point "
+                "data.predict_path at other files"
+            )
+        return sorted(found)
+    if path.is_file():
+        return [path]
+    if glob.has_magic(str(pattern)):
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise DataError(
+                f"the pattern {pattern} matches no PNG, JPEG or BMP file; check the pattern (quote it in the shell)"
+            )
+        return found
+    raise DataError(f"{pattern} does not exist; set data.predict_path to an image file, a folder or a glob")
+
+
+def read_grayscale(path: Path) -> np.ndarray:
+    """Decode one image file into float32 gray levels on the 0-255 scale, shape (height, width).
+
+    Transparent areas count as background: they are composited onto the color opposite to the ink.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"cannot read {path} as an image ({error}); use a PNG, JPEG or BMP file") from None
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        gray = np.asarray(image, dtype=np.float32)
+        low, high = float(gray.min()), float(gray.max())
+        return (gray - low) * (255.0 / (high - low)) if high > low else np.zeros_like(gray)
+    if image.mode == "P" or "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        gray = np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
+        opaque = alpha[..., 0] > 0.5
+        ink_is_dark = bool(opaque.any()) and float(gray[opaque].mean()) < 128
+        background = 255.0 if ink_is_dark else 0.0
+        return gray * alpha[..., 0] + background * (1 - alpha[..., 0])
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def _border_level(gray: np.ndarray) -> float:
+    """The background's gray level: the median of the outermost rows and columns."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border))
+
+
+def to_mnist(gray: np.ndarray, name: str = "image") -> Tensor:
+    """Turn gray levels (height, width) into an MNIST-style uint8 tensor of shape (1, 28, 28).
+
+    Light ink on dark, background at zero; the digit's bounding box scaled to fit 20x20 with its
+    aspect ratio kept, then placed so that its center of mass is the center of the 28x28 field.
+    """
+    background = _border_level(gray)
+    if background > 127.5:  # dark ink on light paper: MNIST is the other way round
+        gray, background = 255.0 - gray, 255.0 - background
+    ink = np.clip(gray - background, 0.0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise ImageReadError(f"{name} shows no digit (it is blank or has almost no contrast); crop it to one digit")
+    ink *= 255.0 / peak
+    rows = np.flatnonzero((ink > INK_THRESHOLD * 255.0).any(axis=1))
+    cols = np.flatnonzero((ink > INK_THRESHOLD * 255.0).any(axis=0))
+    digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = Image.fromarray(digit.astype(np.float32)).resize((new_width, new_height), Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
+
+    # Center of mass of the scaled digit, then the offset that puts it at (14, 14), where MNIST has it.
+    mass = digit.sum()
+    center_row = float((digit.sum(axis=1) * np.arange(new_height)).sum() / mass)
+    center_col = float((digit.sum(axis=0) * np.arange(new_width)).sum() / mass)
+    top = int(np.clip(round(MNIST_SIZE / 2 - center_row), 0, MNIST_SIZE - new_height))
+    left = int(np.clip(round(MNIST_SIZE / 2 - center_col), 0, MNIST_SIZE - new_width))
+    field = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    field[top : top + new_height, left : left + new_width] = digit
+    return torch.from_numpy(np.rint(field).astype(np.uint8)).unsqueeze(0)
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Read one image file as an MNIST-style uint8 tensor of shape (1, 28, 28).
+
+    Raises:
+        ImageReadError: the file is not a readable image or shows no digit.
+    """
+    path = Path(path)
+    return to_mnist(read_grayscale(path), name=str(path))
