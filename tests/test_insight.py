@@ -108,7 +108,9 @@ def events_image(run_dir: Path, tag: str) -> Image.Image:
 def test_hparams_tab_holds_the_recipe_and_the_final_metrics(fitted_and_tested_run):
     content = load_events(fitted_and_tested_run).PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.session_start_info.hparams.items()}
+    hparams = {
+        name: getattr(value, value.WhichOneof("kind")) for name, value in session.session_start_info.hparams.items()
+    }
     assert hparams["architecture"] == "TwoConvNet"
     assert hparams["parameters"] == 8490
     assert (hparams["optimizer"], hparams["lr"], hparams["scheduler"]) == ("Adam", 0.01, "OneCycleLR")
