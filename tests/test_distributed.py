@@ -6,6 +6,7 @@ torchrun's workers, which start sessions of their own) is killed when the test e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, make_synthetic_mnist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.core.saving import load_hparams_from_yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, make_synthetic_mnist
 from lightning_cnn.data import TensorBatchLoader
 
 TESTS = Path(__file__).resolve().parent
@@ -119,10 +120,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
     pids = [proc.pid, *descendants(proc.pid)]
     for pid in pids:
         for kill in (lambda p: os.killpg(os.getpgid(p), signal.SIGKILL), lambda p: os.kill(p, signal.SIGKILL)):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
     proc.wait(timeout=10)
 
 
@@ -140,20 +139,19 @@ def run_processes(commands: list[list[str]], cwd: Path, timeout: float = LAUNCH_
         for index, command in enumerate(commands):
             log = open(cwd / f"process{index}.log", "w+")  # noqa: SIM115 (closed in finally)
             logs.append(log)
-            procs.append(
-                subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+            procs.append(popen)
         deadline = time.monotonic() + timeout
         for proc in procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                pass
         results = []
-        for proc, log in zip(procs, logs):
+        for proc, log in zip(procs, logs, strict=True):
             log.seek(0)
             results.append((proc.returncode, log.read()))
-        for (code, output), command in zip(results, commands):
+        for (code, output), command in zip(results, commands, strict=True):
             if code is None:
                 pytest.fail(f"{' '.join(command)} did not finish within {timeout} s; output:\n{output[-3000:]}")
         return results
@@ -228,8 +226,8 @@ def ddp_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     make_synthetic_mnist(cwd / "data", num_train=NUM_TRAIN)
     shards = cwd / "shards"
     shards.mkdir()
-    recorder = {"trainer": {"callbacks": [{"class_path": "test_distributed.ShardRecorder", "init_args": {"out_dir": str(shards)}}]}}
-    (cwd / "recorder.yaml").write_text(yaml.safe_dump(recorder))
+    recorder = {"class_path": "test_distributed.ShardRecorder", "init_args": {"out_dir": str(shards)}}
+    (cwd / "recorder.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": [recorder]}}))
     args = [*COMMON_ARGS, *DDP_CPU, "--config", "recorder.yaml", "--trainer.max_epochs", "2"]
     [result] = run_processes([cli("fit", *args)], cwd)
     return {"cwd": cwd, "output": check_ok(result), "shards": shards}
@@ -269,7 +267,8 @@ def test_ddp_train_shards_are_disjoint_and_cover_the_split_each_epoch(ddp_fit):
             parts = [record[split] for record in records]
             for rank, part in enumerate(parts):
                 # The fast path is kept: Lightning hands the project's loader to each rank unchanged.
-                assert (part["loader"], part["rank"], part["world_size"], part["size"]) == ("TensorBatchLoader", rank, 2, size)
+                described = (part["loader"], part["rank"], part["world_size"], part["size"])
+                assert described == ("TensorBatchLoader", rank, 2, size)
                 assert part["seen_labels"] == part["expected_labels"]  # what was trained on is the shard, in order
             assert parts[0]["batches"] == parts[1]["batches"]
             indices = parts[0]["indices"] + parts[1]["indices"]

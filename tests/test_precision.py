@@ -9,16 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, make_synthetic_mnist, run_cli
 from lightning.pytorch import Callback, LightningModule, Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from conftest import REPO, make_synthetic_mnist, run_cli
-
 TESTS = Path(__file__).resolve().parent
 CONFIGS = REPO / "configs"
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
-PRESETS = {"cpu": "cpu.yaml", "gpu": "gpu.yaml", "ddp_cpu": "ddp_cpu.yaml", "bf16": "bf16_mixed.yaml", "16": "16_mixed.yaml"}
+PRESETS = {
+    "cpu": "cpu.yaml",
+    "gpu": "gpu.yaml",
+    "ddp_cpu": "ddp_cpu.yaml",
+    "bf16": "bf16_mixed.yaml",
+    "16": "16_mixed.yaml",
+}
 
 
 class DtypeProbe(Callback):
@@ -78,9 +83,9 @@ def test_precision_presets_stack_with_device_presets_in_any_order(tmp_path, stac
     args = [arg for name in stack for arg in preset(name)]
     result = run_cli("fit", "--config", QUICKSTART, *args, "--print_config", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    trainer = yaml.safe_load(result.stdout)["trainer"]
-    assert {key: trainer[key] for key in expected} == expected
-    assert yaml.safe_load(result.stdout)["model"]["backbone"]["class_path"].endswith("TwoConvNet")  # the experiment kept
+    config = yaml.safe_load(result.stdout)
+    assert {key: config["trainer"][key] for key in expected} == expected
+    assert config["model"]["backbone"]["class_path"].endswith("TwoConvNet")  # the experiment is kept
 
 
 @pytest.mark.parametrize(
