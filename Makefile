@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint tensorboard clean
+.PHONY: report
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +33,9 @@ lint: install ## Check style with ruff
 
 tensorboard: install ## Open the dashboard on the runs under LOGDIR
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+report: install ## Table (Markdown, CSV) and PNG curves of the runs under LOGDIR, in LOGDIR/report
+	$(PY) -m lightning_cnn report --log_root $(LOGDIR)
 
 clean: ## Remove run outputs and caches (keeps .venv and data/)
 	find $(LOGDIR) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
