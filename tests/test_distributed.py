@@ -115,6 +115,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed and waiting to be reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s process group and every descendant's group; a no-op for what has already exited."""
     pids = [proc.pid, *descendants(proc.pid)]
@@ -170,6 +178,25 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_launch_past_its_deadline_fails_and_leaves_no_process_behind(tmp_path):
+    # A launcher whose worker starts a session of its own, as torchrun's do, and both hang.
+    pid_file = tmp_path / "worker.pid"
+    hang = "import time; time.sleep(600)"
+    launcher = (
+        "import subprocess, sys, time;"
+        f"worker = subprocess.Popen([sys.executable, '-c', {hang!r}], start_new_session=True);"
+        f"open({str(pid_file)!r}, 'w').write(str(worker.pid)); time.sleep(600)"
+    )
+    with pytest.raises(pytest.fail.Exception, match="did not finish within 10 s"):
+        run_processes([[sys.executable, "-c", launcher]], tmp_path, timeout=10)
+    worker = int(pid_file.read_text())
+    for _ in range(50):
+        if not alive(worker):
+            break
+        time.sleep(0.1)
+    assert not alive(worker)
 
 
 def check_ok(result: tuple[int, str]) -> str:
