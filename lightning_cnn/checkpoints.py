@@ -28,6 +28,9 @@ from torch import nn
 from lightning_cnn.errors import UserError
 
 
+RNG_STATES_KEY = "rng_states"
+
+
 class CheckpointError(UserError):
     """A checkpoint file is missing, damaged, not a checkpoint, or belongs to another architecture."""
 
@@ -188,12 +191,11 @@ class LastCheckpoint(ModelCheckpoint):
             "continue with the same command and --ckpt_path last"
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng_states": _rng_states()}
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # A top-level entry, not this callback's state: that is keyed by its options, and a resume
+        # with other every_n_train_steps must still restore the generators.
+        checkpoint[RNG_STATES_KEY] = _rng_states()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        rng_states = state_dict.pop("rng_states", None)
-        if rng_states is not None:
-            _set_rng_states(rng_states)
-        super().load_state_dict(state_dict)
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and RNG_STATES_KEY in checkpoint:
+            _set_rng_states(checkpoint[RNG_STATES_KEY])

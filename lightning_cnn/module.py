@@ -14,7 +14,13 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_cnn.errors import UserError
+
 SPLITS = ("train", "val", "test")
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; training stops before any checkpoint holds such weights."""
 
 
 class ImageClassifier(pl.LightningModule):
@@ -53,9 +59,16 @@ class ImageClassifier(pl.LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)
         # One metric object per split, so Lightning computes and reduces each at its epoch end.
         # ("train" cannot be a ModuleDict key: it would shadow nn.Module.train.)
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in SPLITS})
-        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in SPLITS})
+        # Per-update input checks would sync with the host on every step (torch.unique of the labels, a
+        # NaN test of the loss); cross_entropy already rejects bad labels, and a NaN loss shows as NaN.
+        self.accuracy = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in SPLITS}
+        )
+        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
         self.val_acc_best = MaxMetric()
+        # The first global step whose training loss was not finite (-1: none). It is updated on the
+        # device every step and read on the host only at the checks, so there is no sync per step.
+        self.register_buffer("first_nonfinite_step", torch.tensor(-1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone(images)
@@ -67,13 +80,52 @@ class ImageClassifier(pl.LightningModule):
         # Metric updates stay on the device; values are computed and synced once per epoch.
         accuracy, mean_loss = self.accuracy[f"{split}_acc"], self.mean_loss[f"{split}_loss"]
         accuracy.update(logits.detach(), labels)
-        mean_loss.update(loss.detach(), weight=labels.numel())
-        self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=split != "train")
-        self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True)
+        # The loss once per image: a mean weighted by batch size (nan_strategy="disable" ignores `weight`).
+        mean_loss.update(loss.detach().expand(labels.numel()))
         return loss
 
+    def _log_epoch_metrics(self, split: str) -> None:
+        # Logged once per epoch, not per step: each self.log call costs Lightning about a millisecond
+        # of Python (it moves the metric object to the device), a tenth of a small network's step.
+        self.log(f"{split}/acc", self.accuracy[f"{split}_acc"], prog_bar=split != "train")
+        self.log(f"{split}/loss", self.mean_loss[f"{split}_loss"])
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        bad = ~torch.isfinite(loss.detach()) & (self.first_nonfinite_step < 0)
+        self.first_nonfinite_step = torch.where(bad, self.global_step, self.first_nonfinite_step)
+        return loss
+
+    def check_loss_finite(self) -> None:
+        """Raise NonFiniteLossError if any training loss so far was NaN or infinite (one host sync, all ranks)."""
+        first = self.first_nonfinite_step
+        if self.trainer.world_size > 1:  # every rank must stop together, whichever saw it
+            first = self.trainer.strategy.reduce(first.float(), reduce_op="max")
+        first = int(first.item())
+        if first >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {first} (epoch {self.current_epoch}), so "
+                "training stopped and the checkpoints saved before it (last.ckpt) keep the last good weights; "
+                "lower the learning rate or set trainer.gradient_clip_val (and check data.mean/data.std), "
+                "then continue with --ckpt_path last"
+            )
+
+    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
+        # Checked every log_every_n_steps steps (one host sync each) so a diverged run stops early.
+        if (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.check_loss_finite()
+
+    def on_validation_start(self) -> None:
+        # Before validation ends, where ModelCheckpoint saves: non-finite weights never reach a checkpoint.
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self.check_loss_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_loss_finite()
+        self._log_epoch_metrics("train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -91,6 +143,7 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc_best.reset()
 
     def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")  # also in the sanity check, so that Lightning resets the metrics after it
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(self.accuracy["val_acc"].compute())

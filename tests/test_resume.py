@@ -1,0 +1,133 @@
+"""Stopping and resuming fit: SIGINT/SIGTERM leave a usable last.ckpt, and resumed training equals uninterrupted training."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_synthetic_mnist, run_cli
+
+MAX_EPOCHS = 4
+STEPS_PER_EPOCH = 25  # 500 training images in batches of 20
+
+
+def write_config(root: Path, data_dir: Path) -> Path:
+    """A deterministic experiment with dropout (so the random state matters) logging under ``root/logs``."""
+    config = {
+        "seed_everything": 0,
+        "model": {
+            "backbone": {"class_path": "lightning_cnn.models.TwoConvNet"},
+            "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.5}},
+        },
+        "data": {"data_dir": str(data_dir), "batch_size": 20, "val_split": 100},
+        "trainer": {
+            "max_epochs": MAX_EPOCHS,
+            "accelerator": "cpu",
+            "devices": 1,
+            "deterministic": True,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root / "logs"), "name": "resume"},
+            },
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fit(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli("fit", "--config", str(root / "config.yaml"), *args, cwd=root)
+
+
+def last_checkpoint(root: Path) -> dict:
+    return torch.load(root / "logs" / "resume" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs by {(a[key] - b[key]).abs().max()}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The final checkpoint of a run trained for MAX_EPOCHS epochs without a stop."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    write_config(root, make_synthetic_mnist(root / "data"))
+    result = fit(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = last_checkpoint(root)
+    assert checkpoint["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH
+    return checkpoint
+
+
+def test_resume_at_an_epoch_boundary_gives_the_same_weights(uninterrupted, tmp_path):
+    write_config(tmp_path, make_synthetic_mnist(tmp_path / "data"))
+    first = fit(tmp_path, "--trainer.max_epochs", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_checkpoint(tmp_path)["global_step"] == 2 * STEPS_PER_EPOCH  # last.ckpt is current, not the best
+
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "logs" / "resume").iterdir())
+    assert runs == ["version_0"]  # the same run folder, no new version
+    checkpoint = last_checkpoint(tmp_path)
+    assert checkpoint["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH  # the step count continued
+    assert_same_weights(checkpoint["state_dict"], uninterrupted["state_dict"])
+
+
+def interrupt(root: Path, signum: signal.Signals) -> subprocess.CompletedProcess:
+    """Start fit, send ``signum`` as soon as a first last.ckpt exists, and wait for the exit.
+
+    last.ckpt is also written every 5 steps here, so the first one appears inside the first epoch
+    and the signal lands mid-epoch (wherever it lands, resuming must give the same weights).
+    """
+    command = [
+        *(sys.executable, "-m", "lightning_cnn", "fit", "--config", str(root / "config.yaml")),
+        *("--last_checkpoint.every_n_train_steps", "5"),
+    ]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = root / "logs" / "resume" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_sigterm_mid_run_saves_last_and_resume_gives_the_same_weights(uninterrupted, tmp_path):
+    write_config(tmp_path, make_synthetic_mnist(tmp_path / "data"))
+    stopped = interrupt(tmp_path, signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert "SIGTERM: saved" in stopped.stderr and "--ckpt_path last" in stopped.stderr
+    saved = last_checkpoint(tmp_path)
+    assert 5 <= saved["global_step"] < MAX_EPOCHS * STEPS_PER_EPOCH  # stopped during training
+
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if saved["global_step"] % STEPS_PER_EPOCH:
+        assert "not resumable" not in resumed.stderr  # the loader skips the batches already trained on
+    assert sorted(p.name for p in (tmp_path / "logs" / "resume").iterdir()) == ["version_0"]
+    checkpoint = last_checkpoint(tmp_path)
+    assert checkpoint["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH
+    assert_same_weights(checkpoint["state_dict"], uninterrupted["state_dict"])
+
+
+def test_sigint_stops_after_the_current_batch_and_saves_last(tmp_path):
+    write_config(tmp_path, make_synthetic_mnist(tmp_path / "data"))
+    stopped = interrupt(tmp_path, signal.SIGINT)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert "SIGINT: saved" in stopped.stderr
+    saved = last_checkpoint(tmp_path)
+    assert 5 <= saved["global_step"] < MAX_EPOCHS * STEPS_PER_EPOCH
+    assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
+    assert "rng_states" in saved  # restored on resume: same dropout masks as an uninterrupted run
