@@ -1,4 +1,4 @@
-"""Stopping and resuming fit: SIGINT/SIGTERM leave a usable last.ckpt, and resumed training equals uninterrupted training."""
+"""Stopping and resuming fit: SIGINT/SIGTERM leave a usable last.ckpt; resumed training equals uninterrupted."""
 
 import signal
 import subprocess
