@@ -9,6 +9,7 @@ user errors printed as one line instead of a traceback.
 
 from __future__ import annotations
 
+import importlib
 import re
 import signal
 import sys
@@ -32,6 +33,12 @@ from lightning_cnn.prediction_writer import PredictionWriter
 
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
+# Commands beside LightningCLI's fit/validate/test/predict: name -> module with a main(args).
+TOOLS = {
+    "report": "lightning_cnn.report",  # a table and plots of finished runs
+    "export": "lightning_cnn.export",  # checkpoint -> ONNX and TorchScript
+    "sweep": "lightning_cnn.sweep",  # a grid of overrides, one process per run
+}
 
 
 class GlobalBatchSizeLogger(Callback):
@@ -180,17 +187,9 @@ def main(args: list[str] | None = None) -> None:
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
     try:
-        if argv and argv[0] == "report":
-            # Not a Lightning stage: a table and plots of finished runs, with its own small parser.
-            from lightning_cnn.report import main as report_main
-
-            report_main(argv[1:])
-            return
-        if argv and argv[0] == "export":
-            # Not a Lightning stage either: checkpoint -> ONNX and TorchScript files.
-            from lightning_cnn.export import main as export_main
-
-            export_main(argv[1:])
+        if argv and argv[0] in TOOLS:
+            # Not Lightning stages: each tool has its own small parser (see '<tool> --help').
+            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
             return
         cli = CNNLightningCLI(
             ImageClassifier,
@@ -200,7 +199,8 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults=TRAINER_DEFAULTS,
             parser_kwargs={
                 "description": "Train, evaluate and use CNNs on MNIST. "
-                "'report' (see 'report --help') writes a table and plots of the runs under a log root."
+                "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
+                "and TorchScript), 'sweep' (a grid of overrides of a config); see '<command> --help'."
             },
             args=args,
         )

@@ -1,0 +1,179 @@
+"""Run a grid of overrides of any config, one process per run, and tabulate what the runs logged.
+
+A sweep file names a base config and the runs, either listed (``runs:`` name -> overrides) or as
+the cartesian product of values (``grid:`` key -> list). Each run is ``fit`` then ``test
+--ckpt_path best`` in its own processes, logging under ``<log_root>/<sweep>/<run>/``; a failed run
+is recorded and the rest go on; a run whose test accuracy is already logged is skipped.
+
+    python -m lightning_cnn sweep configs/sweeps/seed000_grid.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lightning_cnn.errors import UserError
+from lightning_cnn.report import summarize_run
+
+
+@dataclass
+class SweepRun:
+    name: str
+    overrides: dict[str, object]
+    status: str = "pending"
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    train_seconds: float | None = None
+    command_seconds: float | None = None
+
+
+def _format_value(value: object) -> str:
+    # jsonargparse reads each value as YAML, so dump lists/dicts/None the same way.
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _run_name(overrides: dict[str, object]) -> str:
+    if not overrides:
+        return "default"
+    parts = [f"{key.rsplit('.', 1)[-1]}={_format_value(value)}" for key, value in overrides.items()]
+    return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
+    """Read a sweep file: its name, base config files and runs."""
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist; pass the path of a sweep YAML such as configs/sweeps/seed000_grid.yaml")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"sweep file {path} is not valid YAML ({error}); fix its syntax") from None
+    unknown = set(spec) - {"name", "config", "runs", "grid"}
+    if unknown:
+        raise UserError(f"sweep file {path} has unknown keys {sorted(unknown)}; use name, config, runs and/or grid")
+    configs = spec.get("config")
+    configs = [configs] if isinstance(configs, str) else list(configs or [])
+    if not configs:
+        raise UserError(f"sweep file {path} names no base config; add 'config: configs/<experiment>.yaml'")
+    runs = [SweepRun(name, dict(overrides or {})) for name, overrides in (spec.get("runs") or {}).items()]
+    grid = spec.get("grid") or {}
+    if grid:
+        keys = list(grid)
+        for values in itertools.product(*(grid[key] if isinstance(grid[key], list) else [grid[key]] for key in keys)):
+            overrides = dict(zip(keys, values))
+            runs.append(SweepRun(_run_name(overrides), overrides))
+    if not runs:
+        raise UserError(f"sweep file {path} defines no runs; add a 'runs:' mapping or a 'grid:' of values")
+    return spec.get("name") or path.stem, configs, runs
+
+
+def _newest_run_dir(experiment_dir: Path) -> Path | None:
+    versions = sorted(experiment_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[-1]), reverse=True)
+    return versions[0] if versions else None
+
+
+def _finished(experiment_dir: Path, log_root: Path) -> Path | None:
+    for run_dir in sorted(experiment_dir.glob("version_*")):
+        if summarize_run(run_dir, log_root).test_acc is not None:
+            return run_dir
+    return None
+
+
+def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra: list[str]) -> None:
+    """Fit then test one run in subprocesses, appending their output to the run's ``sweep.log``."""
+    experiment_dir = log_root / sweep / run.name
+    run_dir = _finished(experiment_dir, log_root)
+    if run_dir is not None:
+        run.status = "done (skipped)"
+    else:
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        base = [arg for config in configs for arg in ("--config", config)]
+        logger = [f"--trainer.logger.init_args.save_dir={log_root}", f"--trainer.logger.init_args.name={sweep}/{run.name}"]
+        overrides = [f"--{key}={_format_value(value)}" for key, value in run.overrides.items()]
+        started = time.perf_counter()
+        with open(experiment_dir / "sweep.log", "a") as log:
+            for subcommand, tail in (("fit", []), ("test", ["--ckpt_path=best"])):
+                command = [sys.executable, "-m", "lightning_cnn", subcommand, *base, *overrides, *logger, *extra, *tail]
+                log.write(f"$ {' '.join(command)}\n")
+                log.flush()
+                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+                if code != 0:
+                    run.status = f"failed ({subcommand}, exit {code}; see {experiment_dir / 'sweep.log'})"
+                    return
+        run.command_seconds = time.perf_counter() - started
+        run_dir = _newest_run_dir(experiment_dir)
+        run.status = "done"
+    summary = summarize_run(run_dir, log_root)
+    run.best_val_acc, run.test_acc, run.train_seconds = summary.best_val_acc, summary.test_acc, summary.train_seconds
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f} s"
+
+
+def tables(sweep: str, configs: list[str], runs: list[SweepRun]) -> tuple[str, str]:
+    """The sweep's Markdown and CSV tables."""
+    header = ["run", "config", "overrides", "best val acc", "test acc", "train time", "status"]
+    rows = []
+    for run in runs:
+        overrides = " ".join(f"{k}={_format_value(v)}" for k, v in run.overrides.items()) or "(none)"
+        rows.append([run.name, " + ".join(configs), overrides, _percent(run.best_val_acc), _percent(run.test_acc),
+                     _seconds(run.train_seconds), run.status])
+    markdown = "\n".join(
+        [f"### Sweep `{sweep}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(row) + " |" for row in rows]
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return markdown + "\n", buffer.getvalue()
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_cnn sweep",
+        description="Run every override set of a sweep file (fit, then test on the best checkpoint) and print a table.",
+    )
+    parser.add_argument("sweep_file", type=Path, help="YAML with 'config' and 'runs' and/or 'grid'")
+    parser.add_argument("--log_root", type=Path, default=Path("lightning_logs"), help="where run folders go")
+    parser.add_argument("--dry_run", action="store_true", help="list the runs without starting them")
+    parser.epilog = "Overrides after '--' apply to every run, e.g. -- --trainer.accelerator=gpu"
+    args = list(sys.argv[1:] if args is None else args)
+    split = args.index("--") if "--" in args else len(args)
+    options, extra = parser.parse_args(args[:split]), args[split + 1 :]
+    sweep, configs, runs = load_sweep(options.sweep_file)
+    for config in configs:
+        if not Path(config).is_file():
+            raise UserError(f"config {config} named in {options.sweep_file} does not exist; fix the 'config' entry")
+    if options.dry_run:
+        for run in runs:
+            print(run.name, " ".join(f"--{k}={_format_value(v)}" for k, v in run.overrides.items()))
+        return
+    for index, run in enumerate(runs, 1):
+        print(f"[{index}/{len(runs)}] {run.name}", flush=True)
+        execute(run, sweep, configs, options.log_root, extra)
+        scores = f": best val {_percent(run.best_val_acc)}, test {_percent(run.test_acc)}" if run.test_acc else ""
+        print(f"    {run.status}{scores}", flush=True)
+    markdown, csv_text = tables(sweep, configs, runs)
+    (options.log_root / sweep).mkdir(parents=True, exist_ok=True)
+    (options.log_root / sweep / "sweep.md").write_text(markdown)
+    (options.log_root / sweep / "sweep.csv").write_text(csv_text)
+    print(markdown)
+    if any(run.status.startswith("failed") for run in runs):
+        sys.exit(1)
