@@ -59,6 +59,16 @@ def _grid(images: Tensor, nrow: int | None = None) -> Tensor:
     return make_grid(images, nrow=nrow, normalize=True, scale_each=True, padding=2, pad_value=1.0)
 
 
+def hardware_name(trainer: pl.Trainer) -> str:
+    """What the run trained on, e.g. ``NVIDIA H100 80GB HBM3`` or ``CPU (2 cores)``, with the device count."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{device.type.upper()} ({os.cpu_count()} cores)"
+    return name if trainer.world_size == 1 else f"{trainer.world_size} x {name}"
+
+
 def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, bool | int | float | str]:
     """The run's recipe as flat values: architecture, parameter count, optimizer, schedule, batch, epochs."""
     backbone = getattr(pl_module, "backbone", pl_module)
@@ -74,6 +84,7 @@ def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> d
         "devices": trainer.world_size,
         "precision": str(trainer.precision),
         "seed": os.environ.get("PL_GLOBAL_SEED", "none"),
+        "hardware": hardware_name(trainer),
     }
     if optimizer is not None:
         # ``defaults`` holds the configured values; param_groups may already be rewritten by a scheduler.

@@ -62,6 +62,7 @@ class RunSummary:
         batch_size: training batch size per device.
         max_epochs: the configured epoch budget.
         augmentation: whether training batches were augmented.
+        hardware: the device(s) it trained on, e.g. ``NVIDIA H100 80GB HBM3`` or ``CPU (2 cores)``.
         best_val_acc: the highest ``val/acc_best`` logged (best validation accuracy, a fraction).
         test_acc: the last ``test/acc`` logged (``test --ckpt_path best|last`` logs into the run).
         epochs: training epochs completed (one ``train/loss`` value per epoch).
@@ -79,6 +80,7 @@ class RunSummary:
     batch_size: int | None = None
     max_epochs: int | None = None
     augmentation: bool | None = None
+    hardware: str | None = None
     best_val_acc: float | None = None
     test_acc: float | None = None
     epochs: int = 0
@@ -199,6 +201,7 @@ def summarize_run(run_dir: Path, log_root: Path) -> RunSummary:
         batch_size=_optional(hparams.get("batch_size"), int),
         max_epochs=_optional(hparams.get("max_epochs"), int),
         augmentation=_optional(hparams.get("augmentation"), bool),
+        hardware=_optional(hparams.get("hardware"), str),
     )
     best = values("val/acc_best")
     summary.best_val_acc = max(event.value for event in best) if best else None
