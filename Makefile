@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.yaml
 LOGDIR ?= lightning_logs
 PYTEST_ARGS ?=
+SWEEP ?= configs/sweeps/seed000_grid.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint tensorboard clean
+.PHONY: help install train test lint tensorboard report sweep results clean
 .PHONY: report
 
 help: ## List the targets
@@ -36,6 +37,12 @@ tensorboard: install ## Open the dashboard on the runs under LOGDIR
 
 report: install ## Table (Markdown, CSV) and PNG curves of the runs under LOGDIR, in LOGDIR/report
 	$(PY) -m lightning_cnn report --log_root $(LOGDIR)
+
+sweep: install ## Run the sweep file SWEEP (default: seed 000's grid) and print its table
+	$(PY) -m lightning_cnn sweep $(SWEEP)
+
+results: install ## Rebuild docs/results.md from the runs under LOGDIR
+	$(PY) -m lightning_cnn results --log_root $(LOGDIR) --out docs/results.md
 
 clean: ## Remove run outputs and caches (keeps .venv and data/)
 	find $(LOGDIR) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

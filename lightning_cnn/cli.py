@@ -38,6 +38,7 @@ TOOLS = {
     "report": "lightning_cnn.report",  # a table and plots of finished runs
     "export": "lightning_cnn.export",  # checkpoint -> ONNX and TorchScript
     "sweep": "lightning_cnn.sweep",  # a grid of overrides, one process per run
+    "results": "lightning_cnn.results",  # the results page: ours vs the tutorials' figures
 }
 
 

@@ -1,0 +1,162 @@
+"""The results page: every experiment's logged accuracy beside the figure its tutorial reported.
+
+Reads the run folders under a log root (see :mod:`lightning_cnn.report`), groups the versions of
+each experiment (one per seed), and writes a Markdown page with the mean and spread of the test
+accuracy, the recipe, the training time and the hardware. Only the tutorials' own figures are
+written here by hand; every number of ours comes from the logs.
+
+    python -m lightning_cnn results --log_root lightning_logs --out docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_cnn.report import RunSummary, collect_runs
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A figure a tutorial reported: what it measured and the value, as a fraction."""
+
+    source: str
+    value: float
+    split: str = "test"  # "test", or "val" where the tutorial reported validation accuracy only
+
+
+# Experiment (the logger name of a config, or <sweep>/<run>) -> the tutorial's reported figure.
+REPORTED = {
+    "seed000_two_conv": Reported("seed 000: 9859 / 10000", 0.9859),
+    "seed000_three_conv": Reported("seed 000: 9875 / 10000", 0.9875),
+    "seed001_conv_mlp": Reported("seed 001: 96-97% validation after 1 epoch", 0.965, "val"),
+    "seed002_keras_conv": Reported("seed 002: 0.992", 0.992),
+    "seed004_small_conv_keras": Reported("seed 004: 0.9893", 0.9893),
+    "seed000_grid/default": Reported("seed 000: 9859 / 10000", 0.9859),
+    "seed000_grid/batch10": Reported("seed 000: 9897 / 10000", 0.9897),
+    "seed000_grid/lr0.05": Reported("seed 000: 9895 / 10000", 0.9895),
+    "seed000_grid/lr0.1": Reported("seed 000: 9870 / 10000", 0.9870),
+    "seed000_grid/batch10_lr0.05": Reported("seed 000: 9727 / 10000", 0.9727),
+    "seed000_grid/batch10_lr0.005": Reported("seed 000: 9891 / 10000", 0.9891),
+}
+TOLERANCE = 0.002  # "within 0.2 percentage points of the tutorial, or better"
+
+
+@dataclass
+class Experiment:
+    name: str
+    runs: list[RunSummary]
+
+    @property
+    def finished(self) -> list[RunSummary]:
+        return [run for run in self.runs if run.test_acc is not None]
+
+    def values(self, split: str) -> list[float]:
+        if split == "val":
+            return [run.best_val_acc for run in self.finished if run.best_val_acc is not None]
+        return [run.test_acc for run in self.finished]
+
+
+def group_experiments(runs: list[RunSummary]) -> list[Experiment]:
+    """Runs grouped by experiment: the run path without its ``version_<n>`` folder."""
+    groups: dict[str, list[RunSummary]] = defaultdict(list)
+    for run in runs:
+        name = run.run.rsplit("/version_", 1)[0] if "/version_" in run.run else run.run
+        groups[name].append(run)
+    return [Experiment(name, members) for name, members in groups.items()]
+
+
+def _mean_spread(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}% (1 run)"
+    return f"{mean:.2f}% ± {100 * statistics.stdev(values):.2f} ({len(values)} runs)"
+
+
+def _recipe(run: RunSummary) -> str:
+    parts = [run.optimizer or "?"]
+    if run.learning_rate is not None:
+        parts[0] += f" lr {run.learning_rate:g}"
+    if run.scheduler:
+        parts.append(run.scheduler)
+    if run.batch_size is not None:
+        parts.append(f"batch {run.batch_size}")
+    if run.augmentation:
+        parts.append("augmentation")
+    return ", ".join(parts)
+
+
+def _verdict(reported: Reported, values: list[float]) -> str:
+    if not values:
+        return ""
+    gap = statistics.fmean(values) - reported.value
+    met = "met" if gap >= -TOLERANCE else "**not met**"
+    return f"{100 * gap:+.2f} pp ({met})"
+
+
+def experiment_row(experiment: Experiment) -> list[str]:
+    reported = REPORTED.get(experiment.name)
+    split = reported.split if reported else "test"
+    values = experiment.values(split)
+    finished = experiment.finished
+    first = finished[0] if finished else experiment.runs[0]
+    seconds = [run.train_seconds for run in finished if run.train_seconds is not None]
+    hardware = sorted({run.hardware for run in finished if run.hardware}) or ["?"]
+    epochs = sorted({run.epochs for run in finished}) or [first.epochs]
+    return [
+        f"`{experiment.name}`",
+        first.architecture or "?",
+        f"{first.parameters:,}" if first.parameters else "?",
+        _recipe(first),
+        "/".join(str(e) for e in epochs),
+        reported.source if reported else "",
+        ("val " if split == "val" else "") + _mean_spread(values),
+        _verdict(reported, values) if reported else "",
+        f"{statistics.fmean(seconds):.0f} s" if seconds else "?",
+        ", ".join(hardware),
+    ]
+
+
+def results_markdown(log_root: Path) -> str:
+    experiments = group_experiments(collect_runs(log_root))
+    header = ["experiment", "network", "parameters", "recipe", "epochs", "tutorial reported", "ours",
+              "vs tutorial", "train time", "hardware"]
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `python -m lightning_cnn results --log_root {log_root}` from the run logs; do not edit by hand.",
+        "Ours: test accuracy on the official 10k test set of the checkpoint with the best validation accuracy",
+        "(mean ± standard deviation over seeds where several runs exist). Train time: first training step to",
+        "end of training. 'met': within 0.2 percentage points of the tutorial's figure, or better.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for experiment in sorted(experiments, key=lambda e: e.name):
+        if experiment.finished:
+            lines.append("| " + " | ".join(experiment_row(experiment)) + " |")
+    missing = sorted(name for name in REPORTED if name not in {e.name for e in experiments if e.finished})
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_cnn results",
+        description="Write the results page (ours vs the tutorials' figures) from the runs under a log root.",
+    )
+    parser.add_argument("--log_root", type=Path, default=Path("lightning_logs"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    options = parser.parse_args(args)
+    markdown = results_markdown(options.log_root)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = options.out.with_suffix(".tmp")
+    temporary.write_text(markdown)
+    temporary.replace(options.out)  # never a half-written page
+    print(markdown)
