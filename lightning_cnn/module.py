@@ -19,6 +19,10 @@ from lightning_cnn.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
+class ModelConfigError(UserError, ValueError):
+    """A model option out of its range (a ValueError too, for code that catches those)."""
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite; training stops before any checkpoint holds such weights."""
 
@@ -49,9 +53,11 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing={label_smoothing} is out of range; use a value in [0, 1)")
+            raise ModelConfigError(f"model.label_smoothing={label_smoothing} is out of range; use a value in [0, 1)")
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"model.scheduler_interval={scheduler_interval!r} is not valid; use 'epoch' or 'step'")
+            raise ModelConfigError(
+                f"model.scheduler_interval={scheduler_interval!r} is not valid; use 'epoch' or 'step'"
+            )
         self.save_hyperparameters()
         self.backbone = backbone
         self.optimizer_factory = optimizer
