@@ -15,10 +15,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse.typing import PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tensorboard.plugins.hparams import summary_v2 as hparams_api
 from torch import Tensor, nn
 from torch.nn.functional import interpolate
@@ -38,6 +38,7 @@ HPARAM_METRICS = (
 )
 TRAIN_SECONDS_TAG = "time/train_seconds"
 INSIGHT_SECONDS_TAG = "time/insight_seconds"
+INSIGHT_SKIPPED_TAG = "time/insight_skipped_epochs"
 # Small kernels and feature maps are upscaled (nearest) to at least this many pixels a side, to be visible.
 MIN_DISPLAY_PIXELS = 48
 
@@ -111,7 +112,8 @@ class TensorBoardInsight(Callback):
     ``filters/<first conv>``, ``feature_maps/input`` and ``feature_maps/<conv>`` for every
     convolution, on the first validation image. ``test`` logs ``test/misclassified`` and
     ``test/confusion_matrix`` once. Scalars: ``time/train_seconds`` (wall time from the start of
-    training to its end) and ``time/insight_seconds`` (of it, the time spent making these images).
+    training to its end), ``time/insight_seconds`` (of it, the time spent making these images) and
+    ``time/insight_skipped_epochs`` (epochs left without images by ``time_budget``).
 
     Args:
         input_grid: log a grid of training inputs.
@@ -122,6 +124,9 @@ class TensorBoardInsight(Callback):
         graph: log the model graph (traced on the module's ``example_input_array``).
         hparams: fill the hparams tab with the run's recipe and its final metrics.
         every_n_epochs: log images at the end of every n-th epoch.
+        time_budget: most fraction of the training time the images may take; an epoch whose turn
+            comes while they have cost more so far is skipped (the first is always drawn, so 0
+            draws only the first). 1 turns the limit off.
         num_inputs: how many training inputs the grid shows.
         num_misclassified: at most this many misclassified examples per figure.
     """
@@ -136,14 +141,18 @@ class TensorBoardInsight(Callback):
         graph: bool = True,
         hparams: bool = True,
         every_n_epochs: PositiveInt = 1,
+        time_budget: ClosedUnitInterval = 0.03,
         num_inputs: PositiveInt = 32,
         num_misclassified: PositiveInt = 16,
     ) -> None:
         self.input_grid, self.misclassified, self.confusion_matrix = input_grid, misclassified, confusion_matrix
         self.filters, self.feature_maps, self.graph, self.hparams = filters, feature_maps, graph, hparams
         self.every_n_epochs, self.num_inputs, self.num_misclassified = every_n_epochs, num_inputs, num_misclassified
+        self.time_budget = time_budget
         self._train_start: float | None = None
         self._insight_seconds = 0.0
+        self._draw_this_epoch = True
+        self._skipped_epochs = 0
         self._inputs: Tensor | None = None
         self._first_batch: tuple[Tensor, Tensor, Tensor] | None = None  # images, labels, predictions
         self._example: Tensor | None = None  # the fixed image whose feature maps are shown
@@ -153,7 +162,22 @@ class TensorBoardInsight(Callback):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _logging_epoch(self, trainer: pl.Trainer) -> bool:
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return False
+        within_budget = True
+        if self._train_start is not None and self.time_budget < 1:
+            elapsed = time.perf_counter() - self._train_start
+            within_budget = self._insight_seconds <= self.time_budget * elapsed
+        # Rank zero alone draws and times; every rank must agree, as the confusion matrix is reduced across them.
+        within_budget = bool(trainer.strategy.broadcast(within_budget, src=0))
+        if not within_budget:
+            self._skipped_epochs += 1
+            if self._skipped_epochs == 1:
+                rank_zero_info(
+                    f"insight: images skipped at epoch {trainer.current_epoch} to keep them under "
+                    f"{self.time_budget:.0%} of the training time (insight.time_budget)"
+                )
+        return within_budget
 
     def _collects_evaluation(self) -> bool:
         return self.misclassified or self.confusion_matrix or self.feature_maps
@@ -303,9 +327,16 @@ class TensorBoardInsight(Callback):
         finally:
             pl_module.train(was_training)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._draw_this_epoch = True  # validate/test draw once; fit decides per epoch
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_start = time.perf_counter()
         self._insight_seconds = 0.0
+        self._skipped_epochs = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._draw_this_epoch = self._logging_epoch(trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -317,7 +348,7 @@ class TensorBoardInsight(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         inputs, self._inputs = self._inputs, None
         logger = _tensorboard_logger(trainer)
-        if inputs is None or logger is None or not trainer.is_global_zero or not self._logging_epoch(trainer):
+        if inputs is None or logger is None or not trainer.is_global_zero or not self._draw_this_epoch:
             return
         started = time.perf_counter()
         grid = make_grid(self._denormalize(trainer, inputs).cpu(), nrow=8, padding=2, pad_value=1.0)
@@ -325,7 +356,7 @@ class TensorBoardInsight(Callback):
         self._insight_seconds += time.perf_counter() - started
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and self._logging_epoch(trainer):
+        if not trainer.sanity_checking and self._draw_this_epoch:
             self._start_evaluation(trainer, pl_module)
 
     def on_validation_batch_end(
@@ -348,7 +379,11 @@ class TensorBoardInsight(Callback):
             return
         seconds = time.perf_counter() - self._train_start
         self._train_start = None
-        metrics = {TRAIN_SECONDS_TAG: seconds, INSIGHT_SECONDS_TAG: self._insight_seconds}
+        metrics = {
+            TRAIN_SECONDS_TAG: seconds,
+            INSIGHT_SECONDS_TAG: self._insight_seconds,
+            INSIGHT_SKIPPED_TAG: self._skipped_epochs,
+        }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 

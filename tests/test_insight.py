@@ -45,6 +45,7 @@ def tiny_run_args(data_dir: Path, save_dir: Path, *extra: str) -> list[str]:
         "--trainer.logger.init_args.save_dir", str(save_dir),
         "--trainer.limit_train_batches", "3",
         "--trainer.log_every_n_steps", "1",
+        "--insight.time_budget", "1",  # no cost limit: these tiny epochs cost less than their images
         *extra,
     ]  # fmt: skip
 
@@ -68,6 +69,7 @@ def test_scalars_are_grouped_by_split_with_the_learning_rate_and_training_time(f
     for split in ("train", "val", "test"):
         assert {f"{split}/loss", f"{split}/acc"} <= scalars
     assert {"val/acc_best", "train/lr-Adam", "time/train_seconds", "time/insight_seconds"} <= scalars
+    assert [event.value for event in events.Scalars("time/insight_skipped_epochs")] == [0]
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
         assert len(events.Scalars(tag)) == EPOCHS, tag
     # One-cycle steps every batch: one learning rate per training step, rising from max_lr / 25.
@@ -159,10 +161,19 @@ def fit_in_process(
 
 def test_images_every_n_epochs(tmp_path):
     logger = TensorBoardLogger(tmp_path / "logs", name="every2", default_hp_metric=False)
-    fit_in_process(tmp_path, TensorBoardInsight(every_n_epochs=2, graph=False), logger, epochs=4)
+    fit_in_process(tmp_path, TensorBoardInsight(every_n_epochs=2, time_budget=1, graph=False), logger, epochs=4)
     events = load_events(Path(logger.log_dir))
     for tag in EPOCH_IMAGE_TAGS:
         assert [image.step for image in events.Images(tag)] == [4, 8], tag  # after epochs 2 and 4 (2 steps each)
+
+
+def test_time_budget_skips_epochs_once_the_images_cost_more_than_their_share(tmp_path):
+    logger = TensorBoardLogger(tmp_path / "logs", name="budget", default_hp_metric=False)
+    fit_in_process(tmp_path, TensorBoardInsight(time_budget=0, graph=False), logger, epochs=3)
+    events = load_events(Path(logger.log_dir))
+    for tag in EPOCH_IMAGE_TAGS:
+        assert [image.step for image in events.Images(tag)] == [2], tag  # the first epoch only
+    assert [event.value for event in events.Scalars("time/insight_skipped_epochs")] == [2]
 
 
 def test_smoke_training_without_a_logger(tmp_path):
