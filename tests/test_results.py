@@ -1,0 +1,25 @@
+"""The results page shows the logged accuracy of each experiment beside its tutorial's figure."""
+
+from conftest import REPO, run_cli
+
+from lightning_cnn.report import collect_runs
+from lightning_cnn.results import REPORTED, results_markdown
+
+
+def test_results_page_reads_its_numbers_from_the_run_logs(synthetic_data_dir, tmp_path):
+    common = ["--config", str(REPO / "configs" / "seed000_two_conv.yaml"), "--data.data_dir", str(synthetic_data_dir),
+              "--data.val_split", "100", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    fit = run_cli("fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    test = run_cli("test", *common, "--ckpt_path", "best", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-2000:]
+
+    (run,) = collect_runs(tmp_path / "logs")
+    page = results_markdown(tmp_path / "logs")
+    row = next(line for line in page.splitlines() if line.startswith("| `seed000_two_conv`"))
+    assert f"{100 * run.test_acc:.2f}% (1 run)" in row
+    gap = 100 * (run.test_acc - REPORTED["seed000_two_conv"].value)
+    assert f"{gap:+.2f} pp" in row
+    assert "TwoConvNet" in row and "8,490" in row and "SGD lr 0.01" in row
+    assert "CPU" in row  # the hardware the run logged
+    assert "`seed000_three_conv`" in page.split("Not run yet:")[1]
