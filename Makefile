@@ -6,10 +6,12 @@ CONFIG ?= configs/quickstart.yaml
 LOGDIR ?= lightning_logs
 PYTEST_ARGS ?=
 SWEEP ?= configs/sweeps/seed000_grid.yaml
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint tensorboard report sweep results clean
 .PHONY: report
+.PHONY: bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -29,8 +31,8 @@ test: install ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips the real-
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## Check style with ruff
-	$(PY) -m ruff check lightning_cnn tests
-	$(PY) -m ruff format --check lightning_cnn tests
+	$(PY) -m ruff check lightning_cnn tests benchmarks
+	$(PY) -m ruff format --check lightning_cnn tests benchmarks
 
 tensorboard: install ## Open the dashboard on the runs under LOGDIR
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
@@ -43,6 +45,9 @@ sweep: install ## Run the sweep file SWEEP (default: seed 000's grid) and print 
 
 results: install ## Rebuild docs/results.md from the runs under LOGDIR
 	$(PY) -m lightning_cnn results --log_root $(LOGDIR) --out docs/results.md
+
+bench: install ## Training/validation throughput, four ways, one table (BENCH_ARGS='--samples 64000 --repeats 5')
+	$(PY) -m benchmarks.throughput $(BENCH_ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv and data/)
 	find $(LOGDIR) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -157,7 +157,7 @@ def plain_loop(args: argparse.Namespace, repeat: int) -> dict:
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
         while True:
             for index in torch.randperm(len(train_labels), device=args.device).split(args.batch_size):
-                yield train_images[index], train_labels[index]
+                yield train_images.index_select(0, index), train_labels.index_select(0, index)
 
     network = make_network(args)
     result = train_steps(args, network, batches())
