@@ -27,7 +27,6 @@ from torch import nn
 
 from lightning_cnn.errors import UserError
 
-
 RNG_STATES_KEY = "rng_states"
 
 
@@ -48,7 +47,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error):
             raise CheckpointError(
                 f"{path} holds Python objects that safe (weights-only) loading refuses to run; use a checkpoint "
                 "written by this project's fit, or re-save the trusted file's state_dict with torch.save"

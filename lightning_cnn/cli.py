@@ -126,7 +126,7 @@ class CNNLightningCLI(LightningCLI):
         if ckpt_path is not None and ckpt_path not in RUN_ALIASES:
             validate_checkpoint(ckpt_path, self.model)
         if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
-            self.datamodule.find_predict_files()
+            self.datamodule.read_predict_images()
 
     before_fit = before_validate = before_test = before_predict = _check_inputs
 

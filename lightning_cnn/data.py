@@ -274,8 +274,13 @@ class MNISTDataModule(pl.LightningDataModule):
             for name in damaged_raw_files(self.raw_dir):
                 (self.raw_dir / name).unlink()
         else:
-            # Checked here too (prepare_data runs before any run folder exists), so a damaged dataset
-            # leaves nothing behind.
+            # Checked here too (prepare_data runs before any run folder exists), so a missing or
+            # damaged dataset leaves nothing behind.
+            if not all((self.raw_dir / name).is_file() for name in OFFICIAL_EXTRACTED):
+                raise DataError(
+                    f"MNIST is not in {self.raw_dir}; set data.download=true, or copy the four official "
+                    f"files {', '.join(MNIST_FILES)} there and run once with data.download=true to extract them"
+                )
             self.check_raw_files()
             return
         for train in (True, False):
@@ -331,8 +336,7 @@ class MNISTDataModule(pl.LightningDataModule):
             self.train_images, self.train_labels = images[train_index].to(device), labels[train_index].to(device)
             self.val_images, self.val_labels = images[val_index].to(device), labels[val_index].to(device)
         if stage == "predict" and self.predict_path is not None:
-            if self.predict_images is None:
-                self.predict_images = self._read_predict_images().to(device)
+            self.predict_images = self.read_predict_images().to(device)
         elif stage in ("test", "predict") and self.test_images is None:
             images, labels = self._load(train=False)
             self.test_images, self.test_labels = images.to(device), labels.to(device)
@@ -342,7 +346,14 @@ class MNISTDataModule(pl.LightningDataModule):
         """The files ``predict_path`` names (raises a DataError when it names none)."""
         return find_images(self.predict_path)
 
-    def _read_predict_images(self) -> Tensor:
+    def read_predict_images(self) -> Tensor:
+        """The images at ``predict_path`` as uint8 (N, 1, 28, 28), read once; unreadable files are listed and skipped.
+
+        Raises:
+            DataError: no file could be read (or none is named).
+        """
+        if self.predict_images is not None:
+            return self.predict_images
         # Decoding files is per-image Python by nature; it runs once, before prediction starts.
         images, self.predict_names, self.predict_failures = [], [], []
         for path in self.find_predict_files():
@@ -358,7 +369,8 @@ class MNISTDataModule(pl.LightningDataModule):
                 f"none of the {len(self.predict_failures)} files at {self.predict_path} could be read "
                 "(see the lines above); point data.predict_path at PNG, JPEG or BMP pictures of digits"
             )
-        return torch.stack(images)
+        self.predict_images = torch.stack(images)
+        return self.predict_images
 
     def _loader(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False) -> TensorBatchLoader:
         rank, world_size = 0, 1
