@@ -9,6 +9,7 @@ user errors printed as one line instead of a traceback.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import re
 import signal
@@ -65,13 +66,32 @@ class GlobalBatchSizeLogger(Callback):
             logger.log_metrics({"global_batch_size": global_batch_size}, step=0)
 
 
+class FreezeLongLivedObjects(Callback):
+    """Keeps the objects alive when training starts out of the garbage collector's scans until it ends.
+
+    Lightning, jsonargparse, TensorBoard and the rest leave some 400k objects alive; a full
+    collection during training walks them all (0.25 s on a 2-core CPU, some 30 steps of the two-conv
+    net). Frozen with ``gc.freeze``, they are skipped; new garbage is still collected.
+    """
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        gc.collect()
+        gc.freeze()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        gc.unfreeze()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        gc.unfreeze()
+
+
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": LOG_ROOT, "name": "default", "default_hp_metric": False},
     },
     # Every layer with its output shape and parameter count, as the tutorials compute by hand.
-    "callbacks": [RichModelSummary(max_depth=-1), GlobalBatchSizeLogger()],
+    "callbacks": [RichModelSummary(max_depth=-1), GlobalBatchSizeLogger(), FreezeLongLivedObjects()],
 }
 
 
