@@ -162,6 +162,8 @@ def plain_loop(args: argparse.Namespace, repeat: int) -> dict:
     network = make_network(args)
     result = train_steps(args, network, batches())
     network.eval()
+    with torch.no_grad(), autocast(args):
+        network(val_images[: args.eval_batch_size])  # untimed, as Lightning's sanity check (and compile) is
     synchronize(args.device)
     start = time.perf_counter()
     correct = torch.zeros((), dtype=torch.long, device=args.device)
@@ -182,11 +184,14 @@ def seeds_loop(args: argparse.Namespace, repeat: int) -> dict:
     network = make_network(args)
     result = train_steps(args, network, endless(loader))
     network.eval()
+    val_loader = DataLoader(val_set, batch_size=args.eval_batch_size)
+    with torch.no_grad(), autocast(args):
+        network(next(iter(val_loader))[0].to(args.device))  # untimed, as Lightning's sanity check (and compile) is
     synchronize(args.device)
     start = time.perf_counter()
     correct = 0
     with torch.no_grad(), autocast(args):
-        for images, labels in DataLoader(val_set, batch_size=args.eval_batch_size):
+        for images, labels in val_loader:
             images, labels = images.to(args.device), labels.to(args.device)
             correct += (network(images).argmax(dim=1) == labels).sum().item()
     synchronize(args.device)
