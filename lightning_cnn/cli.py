@@ -104,6 +104,17 @@ class RunConfigCallback(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+class QuietUsageParser(LightningArgumentParser):
+    """Lightning's parser, with errors shown as the error line and a --help tip, without the full usage.
+
+    (The usage of a LightningCLI subcommand runs to hundreds of lines and buries the one that matters.)
+    """
+
+    def print_usage(self, file: object = None) -> None:
+        if file is not sys.stderr:
+            super().print_usage(file)
+
+
 class CNNLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -227,13 +238,16 @@ def main(args: list[str] | None = None) -> None:
         cli = CNNLightningCLI(
             ImageClassifier,
             MNISTDataModule,
+            parser_class=QuietUsageParser,
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults=TRAINER_DEFAULTS,
             parser_kwargs={
+                "prog": "python -m lightning_cnn",
                 "description": "Train, evaluate and use CNNs on MNIST. "
                 "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
-                "and TorchScript), 'sweep' (a grid of overrides of a config); see '<command> --help'."
+                "and TorchScript), 'sweep' (a grid of overrides of a config), 'results' (the results page); "
+                "see '<command> --help'.",
             },
             args=args,
         )
