@@ -124,8 +124,18 @@ def experiment_row(experiment: Experiment) -> list[str]:
 
 def results_markdown(log_root: Path) -> str:
     experiments = group_experiments(collect_runs(log_root))
-    header = ["experiment", "network", "parameters", "recipe", "epochs", "tutorial reported", "ours",
-              "vs tutorial", "train time", "hardware"]
+    header = [
+        "experiment",
+        "network",
+        "parameters",
+        "recipe",
+        "epochs",
+        "tutorial reported",
+        "ours",
+        "vs tutorial",
+        "train time",
+        "hardware",
+    ]
     lines = [
         "# Results",
         "",

@@ -54,7 +54,9 @@ def _run_name(overrides: dict[str, object]) -> str:
 def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
     """Read a sweep file: its name, base config files and runs."""
     if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist; pass the path of a sweep YAML such as configs/sweeps/seed000_grid.yaml")
+        raise UserError(
+            f"sweep file {path} does not exist; pass the path of a sweep YAML such as configs/sweeps/seed000_grid.yaml"
+        )
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -71,7 +73,7 @@ def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
     if grid:
         keys = list(grid)
         for values in itertools.product(*(grid[key] if isinstance(grid[key], list) else [grid[key]] for key in keys)):
-            overrides = dict(zip(keys, values))
+            overrides = dict(zip(keys, values, strict=True))
             runs.append(SweepRun(_run_name(overrides), overrides))
     if not runs:
         raise UserError(f"sweep file {path} defines no runs; add a 'runs:' mapping or a 'grid:' of values")
@@ -99,7 +101,10 @@ def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra
     else:
         experiment_dir.mkdir(parents=True, exist_ok=True)
         base = [arg for config in configs for arg in ("--config", config)]
-        logger = [f"--trainer.logger.init_args.save_dir={log_root}", f"--trainer.logger.init_args.name={sweep}/{run.name}"]
+        logger = [
+            f"--trainer.logger.init_args.save_dir={log_root}",
+            f"--trainer.logger.init_args.name={sweep}/{run.name}",
+        ]
         overrides = [f"--{key}={_format_value(value)}" for key, value in run.overrides.items()]
         started = time.perf_counter()
         with open(experiment_dir / "sweep.log", "a") as log:
@@ -132,8 +137,17 @@ def tables(sweep: str, configs: list[str], runs: list[SweepRun]) -> tuple[str, s
     rows = []
     for run in runs:
         overrides = " ".join(f"{k}={_format_value(v)}" for k, v in run.overrides.items()) or "(none)"
-        rows.append([run.name, " + ".join(configs), overrides, _percent(run.best_val_acc), _percent(run.test_acc),
-                     _seconds(run.train_seconds), run.status])
+        rows.append(
+            [
+                run.name,
+                " + ".join(configs),
+                overrides,
+                _percent(run.best_val_acc),
+                _percent(run.test_acc),
+                _seconds(run.train_seconds),
+                run.status,
+            ]
+        )
     markdown = "\n".join(
         [f"### Sweep `{sweep}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         + ["| " + " | ".join(row) + " |" for row in rows]

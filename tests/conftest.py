@@ -59,7 +59,11 @@ def synthetic_data_dir(tmp_path: Path) -> Path:
 
 def official_raw_dir() -> Path | None:
     """Where the four official MNIST archives are, if anywhere: $MNIST_RAW_DIR, data/, or ../shared/data/."""
-    candidates = [os.environ.get("MNIST_RAW_DIR"), REPO / "data" / "MNIST" / "raw", REPO.parent / "shared" / "data" / "MNIST" / "raw"]
+    candidates = [
+        os.environ.get("MNIST_RAW_DIR"),
+        REPO / "data" / "MNIST" / "raw",
+        REPO.parent / "shared" / "data" / "MNIST" / "raw",
+    ]
     for candidate in candidates:
         if candidate and all((Path(candidate) / name).is_file() for name in MNIST_FILES):
             return Path(candidate)

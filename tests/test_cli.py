@@ -44,7 +44,12 @@ def test_print_config_resolves_an_experiment(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_config_fits_one_batch(experiment, synthetic_data_dir, tmp_path):
     result = run_cli(
-        "fit", *config_args(experiment), "--trainer.fast_dev_run", "true", *synthetic(synthetic_data_dir), cwd=tmp_path,
+        "fit",
+        *config_args(experiment),
+        "--trainer.fast_dev_run",
+        "true",
+        *synthetic(synthetic_data_dir),
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -53,8 +58,12 @@ def test_every_experiment_config_fits_one_batch(experiment, synthetic_data_dir, 
 @pytest.mark.parametrize("preset", CPU_PRESETS)
 def test_cpu_trainer_presets_stack_on_an_experiment(preset, synthetic_data_dir, tmp_path):
     result = run_cli(
-        "fit", *config_args("configs/quickstart.yaml", preset), "--trainer.fast_dev_run", "true",
-        *synthetic(synthetic_data_dir), cwd=tmp_path,
+        "fit",
+        *config_args("configs/quickstart.yaml", preset),
+        "--trainer.fast_dev_run",
+        "true",
+        *synthetic(synthetic_data_dir),
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -79,8 +88,15 @@ def evaluate(checkpoint: Path, data_dir: Path, mean: float = 0.1307, std: float 
 
 
 def test_fit_then_test_best_reports_the_accuracy_of_the_saved_weights(synthetic_data_dir, tmp_path):
-    common = [*config_args("configs/quickstart.yaml"), "--data.data_dir", str(synthetic_data_dir),
-              "--data.val_split", "100", "--data.batch_size", "50"]
+    common = [
+        *config_args("configs/quickstart.yaml"),
+        "--data.data_dir",
+        str(synthetic_data_dir),
+        "--data.val_split",
+        "100",
+        "--data.batch_size",
+        "50",
+    ]
     fit = run_cli("fit", *common, "--trainer.max_epochs", "2", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
@@ -102,8 +118,17 @@ def test_fit_then_test_best_reports_the_accuracy_of_the_saved_weights(synthetic_
 
 
 def test_rerunning_fit_makes_a_new_version_and_never_fails_on_an_existing_config(synthetic_data_dir, tmp_path):
-    args = ["fit", *config_args("configs/quickstart.yaml"), *synthetic(synthetic_data_dir),
-            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    args = [
+        "fit",
+        *config_args("configs/quickstart.yaml"),
+        *synthetic(synthetic_data_dir),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
     for _ in range(2):
         result = run_cli(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]

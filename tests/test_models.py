@@ -48,4 +48,6 @@ def test_batchnorm_cnn_takes_channels_classes_and_width(in_channels, num_classes
 
 
 def test_batchnorm_cnn_width_scales_parameters():
-    assert models.count_parameters(models.BatchNormCNN(width=16)) < models.count_parameters(models.BatchNormCNN(width=32))
+    assert models.count_parameters(models.BatchNormCNN(width=16)) < models.count_parameters(
+        models.BatchNormCNN(width=32)
+    )

@@ -7,8 +7,16 @@ from lightning_cnn.results import REPORTED, results_markdown
 
 
 def test_results_page_reads_its_numbers_from_the_run_logs(synthetic_data_dir, tmp_path):
-    common = ["--config", str(REPO / "configs" / "seed000_two_conv.yaml"), "--data.data_dir", str(synthetic_data_dir),
-              "--data.val_split", "100", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    common = [
+        "--config",
+        str(REPO / "configs" / "seed000_two_conv.yaml"),
+        "--data.data_dir",
+        str(synthetic_data_dir),
+        "--data.val_split",
+        "100",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "logs"),
+    ]
     fit = run_cli("fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-2000:]
     test = run_cli("test", *common, "--ckpt_path", "best", cwd=tmp_path)

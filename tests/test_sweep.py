@@ -16,7 +16,10 @@ def write_sweep(tmp_path, spec):
 
 
 def test_grid_expands_to_the_cartesian_product(tmp_path):
-    path = write_sweep(tmp_path, {"config": "a.yaml", "grid": {"data.batch_size": [10, 64], "model.optimizer.init_args.lr": [0.1, 0.01]}})
+    path = write_sweep(
+        tmp_path,
+        {"config": "a.yaml", "grid": {"data.batch_size": [10, 64], "model.optimizer.init_args.lr": [0.1, 0.01]}},
+    )
     name, configs, runs = load_sweep(path)
     assert name == "sweep" and configs == ["a.yaml"]
     assert [run.overrides for run in runs] == [
@@ -41,8 +44,14 @@ def test_sweep_runs_each_override_set_records_failures_and_skips_finished_runs(s
         "runs": {"small_batch": {"data.batch_size": 32}, "broken": {"data.batch_size": 0}},
     }
     path = write_sweep(tmp_path, spec)
-    common = ["--", f"--data.data_dir={synthetic_data_dir}", "--data.val_split=100", "--trainer.max_epochs=1",
-              "--trainer.limit_train_batches=3", "--trainer.enable_progress_bar=false"]
+    common = [
+        "--",
+        f"--data.data_dir={synthetic_data_dir}",
+        "--data.val_split=100",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.enable_progress_bar=false",
+    ]
     first = run_cli("sweep", str(path), "--log_root", str(tmp_path / "logs"), *common, cwd=tmp_path)
     assert first.returncode == 1  # one run failed ...
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "logs" / "tiny" / "sweep.csv").open())}

@@ -6,6 +6,7 @@ Each returns logits (the originals end in log-softmax or softmax); parameter cou
 
 from torch import nn
 
+
 class TwoConvNet(nn.Sequential):
     """Two 5x5 convolutions and one linear layer (PyTorch's classic MNIST example), 8,490 parameters.
 
@@ -25,6 +26,7 @@ class TwoConvNet(nn.Sequential):
             nn.Flatten(),
             nn.Linear(320, num_classes),
         )
+
 
 class ThreeConvNet(nn.Sequential):
     """The two-conv net with a third convolution, 19,990 parameters.
@@ -50,6 +52,7 @@ class ThreeConvNet(nn.Sequential):
             nn.Linear(320, num_classes),
         )
 
+
 class ConvMLPNet(nn.Sequential):
     """Two padded 3x3 convolutions and a two-layer classifier, 421,642 parameters.
 
@@ -70,6 +73,7 @@ class ConvMLPNet(nn.Sequential):
             nn.ReLU(),
             nn.Linear(hidden_features, num_classes),
         )
+
 
 class KerasConvNet(nn.Sequential):
     """The Keras convnet of "Deep Learning with Python": convolutions 32-64-128, 104,202 parameters.
@@ -92,6 +96,7 @@ class KerasConvNet(nn.Sequential):
             nn.Linear(128 * 3 * 3, num_classes),
         )
 
+
 class SmallConvNet(nn.Sequential):
     """A two-conv ``nn.Sequential`` net (3x3 then 2x2 kernels), 31,626 parameters.
 
@@ -112,6 +117,7 @@ class SmallConvNet(nn.Sequential):
             nn.Linear(64 * 6 * 6, num_classes),
         )
 
+
 class SmallConvKerasNet(nn.Sequential):
     """The Keras twin of :class:`SmallConvNet` (Keras' ``mnist_convnet`` example), 34,826 parameters.
 
@@ -130,9 +136,11 @@ class SmallConvKerasNet(nn.Sequential):
             nn.Linear(64 * 5 * 5, num_classes),
         )
 
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
 
 __all__ = [
     "ConvMLPNet",
