@@ -187,19 +187,31 @@ def _version_number(run_dir: Path) -> int:
 
 
 def resolve_run_checkpoint(config: Namespace) -> None:
-    """Turn ``ckpt_path: best|last`` into the newest run's checkpoint file and log into that run."""
+    """Resolve ``ckpt_path`` to a file and log into the run it belongs to.
+
+    ``best``/``last`` name the newest run of the experiment that has a ``last.ckpt`` (or the run set
+    by ``trainer.logger.init_args.version``); a file inside a run's ``checkpoints/`` folder of the
+    same experiment also logs into that run, so test results land beside the training curves.
+    """
     ckpt_path = config.get("ckpt_path")
     if ckpt_path is None:
         return
+    logger = _tensorboard_root(config)
     if ckpt_path not in RUN_ALIASES:
         if not Path(ckpt_path).is_file():
             raise UserError(f"checkpoint {ckpt_path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
+        run = Path(ckpt_path).resolve().parent.parent
+        if logger is not None and run.parent == logger[1].resolve() and _version_number(run) >= 0:
+            logger[0].version = run.name
         return
-    logger = _tensorboard_root(config)
     if logger is None:
         return  # another logger: leave 'best'/'last' to Lightning's own lookup
     logger_args, experiment_dir = logger
-    runs = sorted(experiment_dir.glob("version_*"), key=_version_number, reverse=True)
+    if logger_args.get("version") is not None:
+        version = logger_args.version
+        runs = [experiment_dir / (version if isinstance(version, str) else f"version_{version}")]
+    else:
+        runs = sorted(experiment_dir.glob("version_*"), key=_version_number, reverse=True)
     run = next((run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()), None)
     if run is None:
         raise UserError(

@@ -116,6 +116,11 @@ def test_fit_then_test_best_reports_the_accuracy_of_the_saved_weights(synthetic_
     assert reported_accuracy == pytest.approx(evaluate(best[0], synthetic_data_dir), abs=1e-6)
     assert reported_accuracy > 0.5  # the synthetic digits are easy; chance is 0.1
 
+    # A checkpoint file of the run, named by path, also logs into that run.
+    by_path = run_cli("test", *common, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    assert by_path.returncode == 0, by_path.stderr[-3000:]
+    assert not (tmp_path / "lightning_logs" / "quickstart" / "version_1").exists()
+
 
 def test_rerunning_fit_makes_a_new_version_and_never_fails_on_an_existing_config(synthetic_data_dir, tmp_path):
     args = [
