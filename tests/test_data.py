@@ -122,8 +122,12 @@ def test_augmentation_with_zero_ranges_is_the_identity():
 def test_predict_loader_yields_the_test_images_in_order(synthetic_data_dir):
     datamodule = MNISTDataModule(data_dir=synthetic_data_dir, eval_batch_size=64)
     datamodule.setup("predict")
-    labels = torch.cat([labels for _, labels in datamodule.predict_dataloader()])
-    assert torch.equal(labels, MNIST(synthetic_data_dir, train=False).targets)
+    # Predict batches carry each image's index (which names its row in the predictions file).
+    batches = list(datamodule.predict_dataloader())
+    images = torch.cat([images for images, _ in batches])
+    indices = torch.cat([indices for _, indices in batches])
+    assert torch.equal(indices, torch.arange(200))
+    assert torch.equal(images.squeeze(1), MNIST(synthetic_data_dir, train=False).data)
 
 
 def test_failed_download_names_the_four_files_and_the_folder(tmp_path, monkeypatch):
