@@ -41,31 +41,20 @@ def test_print_config_resolves_an_experiment(tmp_path):
     assert config["data"]["batch_size"] == 64
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_config_fits_one_batch(experiment, synthetic_data_dir, tmp_path):
-    result = run_cli(
-        "fit",
-        *config_args(experiment),
-        "--trainer.fast_dev_run",
-        "true",
-        *synthetic(synthetic_data_dir),
-        cwd=tmp_path,
-    )
+def fit_one_batch(*configs: str, data_dir: Path, cwd: Path) -> None:
+    result = run_cli("fit", *config_args(*configs), "--trainer.fast_dev_run", "true", *synthetic(data_dir), cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_config_fits_one_batch(experiment, synthetic_data_dir, tmp_path):
+    fit_one_batch(experiment, data_dir=synthetic_data_dir, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("preset", CPU_PRESETS)
 def test_cpu_trainer_presets_stack_on_an_experiment(preset, synthetic_data_dir, tmp_path):
-    result = run_cli(
-        "fit",
-        *config_args("configs/quickstart.yaml", preset),
-        "--trainer.fast_dev_run",
-        "true",
-        *synthetic(synthetic_data_dir),
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    fit_one_batch("configs/quickstart.yaml", preset, data_dir=synthetic_data_dir, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("preset", ALL_PRESETS)
