@@ -80,7 +80,8 @@ def _mean_spread(values: list[float]) -> str:
     mean = 100 * statistics.fmean(values)
     if len(values) == 1:
         return f"{mean:.2f}% (1 run)"
-    return f"{mean:.2f}% ± {100 * statistics.stdev(values):.2f} ({len(values)} runs)"
+    each = ", ".join(f"{100 * value:.2f}" for value in values)
+    return f"{mean:.2f}% ± {100 * statistics.stdev(values):.2f} ({len(values)} runs: {each})"
 
 
 def _recipe(run: RunSummary) -> str:
