@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import re
 import signal
 import sys
 import warnings
@@ -31,6 +30,7 @@ from lightning_cnn.errors import UserError
 from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.prediction_writer import PredictionWriter
+from lightning_cnn.report import run_versions, version_number
 
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
@@ -181,11 +181,6 @@ def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
     return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
 
 
-def _version_number(run_dir: Path) -> int:
-    match = re.fullmatch(r"version_(\d+)", run_dir.name)
-    return int(match.group(1)) if match else -1
-
-
 def resolve_run_checkpoint(config: Namespace) -> None:
     """Resolve ``ckpt_path`` to a file and log into the run it belongs to.
 
@@ -201,7 +196,7 @@ def resolve_run_checkpoint(config: Namespace) -> None:
         if not Path(ckpt_path).is_file():
             raise UserError(f"checkpoint {ckpt_path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
         run = Path(ckpt_path).resolve().parent.parent
-        if logger is not None and run.parent == logger[1].resolve() and _version_number(run) >= 0:
+        if logger is not None and run.parent == logger[1].resolve() and version_number(run) >= 0:
             logger[0].version = run.name
         return
     if logger is None:
@@ -211,7 +206,7 @@ def resolve_run_checkpoint(config: Namespace) -> None:
         version = logger_args.version
         runs = [experiment_dir / (version if isinstance(version, str) else f"version_{version}")]
     else:
-        runs = sorted(experiment_dir.glob("version_*"), key=_version_number, reverse=True)
+        runs = run_versions(experiment_dir)
     run = next((run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()), None)
     if run is None:
         raise UserError(

@@ -103,6 +103,17 @@ class RunSummary:
         return ", ".join(parts)
 
 
+def version_number(run_dir: Path) -> int:
+    """The n of a ``version_<n>`` run folder, or -1 for any other folder."""
+    match = re.fullmatch(r"version_(\d+)", run_dir.name)
+    return int(match.group(1)) if match else -1
+
+
+def run_versions(experiment_dir: Path) -> list[Path]:
+    """The ``version_<n>`` run folders of one experiment, newest (highest n) first."""
+    return sorted(experiment_dir.glob("version_*"), key=version_number, reverse=True)
+
+
 def _natural_key(text: str) -> list[int | str]:
     # version_10 sorts after version_9
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
@@ -228,11 +239,11 @@ def collect_runs(log_root: str | Path = DEFAULT_LOG_ROOT) -> list[RunSummary]:
     return [summarize_run(run_dir, log_root) for run_dir in _run_dirs(log_root)]
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
     minutes, rest = divmod(seconds, 60)
@@ -252,10 +263,10 @@ def markdown_table(runs: list[RunSummary]) -> str:
             run.architecture or "n/a",
             parameters,
             run.recipe,
-            _percent(run.best_val_acc),
-            _percent(run.test_acc),
+            percent(run.best_val_acc),
+            percent(run.test_acc),
             str(run.epochs),
-            _duration(run.train_seconds),
+            duration(run.train_seconds),
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

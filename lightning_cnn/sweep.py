@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from lightning_cnn.errors import UserError
-from lightning_cnn.report import summarize_run
+from lightning_cnn.report import duration, percent, run_versions, summarize_run
 
 
 @dataclass
@@ -80,11 +80,6 @@ def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
     return spec.get("name") or path.stem, configs, runs
 
 
-def _newest_run_dir(experiment_dir: Path) -> Path | None:
-    versions = sorted(experiment_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[-1]), reverse=True)
-    return versions[0] if versions else None
-
-
 def _finished(experiment_dir: Path, log_root: Path) -> Path | None:
     for run_dir in sorted(experiment_dir.glob("version_*")):
         if summarize_run(run_dir, log_root).test_acc is not None:
@@ -117,18 +112,10 @@ def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra
                     run.status = f"failed ({subcommand}, exit {code}; see {experiment_dir / 'sweep.log'})"
                     return
         run.command_seconds = time.perf_counter() - started
-        run_dir = _newest_run_dir(experiment_dir)
+        run_dir = run_versions(experiment_dir)[0]
         run.status = "done"
     summary = summarize_run(run_dir, log_root)
     run.best_val_acc, run.test_acc, run.train_seconds = summary.best_val_acc, summary.test_acc, summary.train_seconds
-
-
-def _percent(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}%"
-
-
-def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.0f} s"
 
 
 def tables(sweep: str, configs: list[str], runs: list[SweepRun]) -> tuple[str, str]:
@@ -142,9 +129,9 @@ def tables(sweep: str, configs: list[str], runs: list[SweepRun]) -> tuple[str, s
                 run.name,
                 " + ".join(configs),
                 overrides,
-                _percent(run.best_val_acc),
-                _percent(run.test_acc),
-                _seconds(run.train_seconds),
+                percent(run.best_val_acc),
+                percent(run.test_acc),
+                duration(run.train_seconds),
                 run.status,
             ]
         )
@@ -182,7 +169,7 @@ def main(args: list[str] | None = None) -> None:
     for index, run in enumerate(runs, 1):
         print(f"[{index}/{len(runs)}] {run.name}", flush=True)
         execute(run, sweep, configs, options.log_root, extra)
-        scores = f": best val {_percent(run.best_val_acc)}, test {_percent(run.test_acc)}" if run.test_acc else ""
+        scores = f": best val {percent(run.best_val_acc)}, test {percent(run.test_acc)}" if run.test_acc else ""
         print(f"    {run.status}{scores}", flush=True)
     markdown, csv_text = tables(sweep, configs, runs)
     (options.log_root / sweep).mkdir(parents=True, exist_ok=True)
