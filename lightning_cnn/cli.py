@@ -21,7 +21,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from lightning_cnn.checkpoints import LastCheckpoint, load_checkpoint, validate_checkpoint
@@ -170,6 +170,10 @@ class CNNLightningCLI(LightningCLI):
         has_bar = any(isinstance(callback, ProgressBar) for callback in [*configured, *callbacks])
         if config.get("enable_progress_bar") is not False and not has_bar:
             callbacks = [*callbacks, RichProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND)]
+        if config.get("enable_checkpointing") is False:
+            # The user asked for no checkpoints: drop this CLI's own (best and last) rather than let
+            # Lightning refuse the combination. Checkpoint callbacks the user lists still make it refuse.
+            callbacks = [callback for callback in callbacks if not isinstance(callback, ModelCheckpoint)]
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -260,6 +264,11 @@ def main(args: list[str] | None = None) -> None:
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except MisconfigurationException as error:
+        # Lightning's word for trainer settings that cannot work together or on this machine; its
+        # message names them. A traceback would add nothing but noise.
+        print(f"error: {error} (fix the trainer.* settings named; see --help)", file=sys.stderr)
         sys.exit(1)
     except (SIGTERMException, KeyboardInterrupt):
         # fit saved last.ckpt already (LastCheckpoint); the exit status tells which signal stopped it.

@@ -102,7 +102,14 @@ CASES = {
         1,
         ["none of the 2 files", "PNG, JPEG or BMP"],
     ),
+    "trainer settings that conflict": (
+        ("fit", *CFG, "--trainer.enable_checkpointing", "false", "--trainer.callbacks+=ModelCheckpoint"),
+        1,
+        ["enable_checkpointing=False", "ModelCheckpoint", "trainer.*"],
+    ),
 }
+if not torch.cuda.is_available():
+    CASES["GPU asked for, none present"] = (("fit", *CFG, "--trainer.accelerator", "gpu"), 1, ["gpu", "trainer.*"])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -137,3 +144,11 @@ def test_official_file_with_a_wrong_checksum_is_caught_and_repaired_from_its_arc
     module.setup("test")
     assert labels.read_bytes() != bytes(damaged)
     assert module.test_labels.shape == (10000,)
+
+
+def test_fit_without_checkpoints_trains_and_writes_none(workspace):
+    result = run_cli("fit", *CFG, "--trainer.enable_checkpointing", "false", cwd=workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((workspace / "logs" / "bad").glob("version_*"))
+    assert len(runs) == 1 and list(runs[0].glob("events.out.tfevents.*"))
+    assert not list((workspace / "logs").rglob("*.ckpt"))

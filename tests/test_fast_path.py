@@ -1,7 +1,7 @@
 """The fast data path changes no result: same images and labels as torchvision's pipeline, every index once per epoch.
 
 The reference is what the tutorials do: torchvision's MNIST dataset with ``ToTensor`` + ``Normalize``,
-one sample at a time. The fast path gathers uint8 batches by index and converts them on the device.
+one sample at a time. The fast path converts the dataset once and gathers batches by index.
 """
 
 from __future__ import annotations
