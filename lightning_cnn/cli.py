@@ -239,6 +239,8 @@ def main(args: list[str] | None = None) -> None:
     if rank_zero_only.rank > 0:
         # Every process of a distributed run executes the same code: its warnings repeat rank zero's.
         warnings.simplefilter("ignore")
+    # Lightning's pytree helper uses a torch class that newer torch deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
     try:
