@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,14 @@ def summarize_run(run_dir: Path, log_root: Path) -> RunSummary:
             event_accumulator.TENSORS: 1,
         },
     )
-    accumulator.Reload()
+    # The reader warns when a run folder holds several graphs (fit and test both log one): expected here.
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)
+    try:
+        accumulator.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
     scalar_tags = set(accumulator.Tags()[event_accumulator.SCALARS])
 
     def values(tag: str) -> list[event_accumulator.ScalarEvent]:
