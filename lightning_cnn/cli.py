@@ -95,6 +95,17 @@ TRAINER_DEFAULTS = {
 }
 
 
+class RunProgressBar(RichProgressBar):
+    """Lightning's Rich bar, naming the run folder (``run: version_3``) where Lightning shows ``v_num: 3.000``."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if metrics.pop("v_num", None) is not None and trainer.logger is not None:
+            version = trainer.logger.version
+            metrics = {"run": version if isinstance(version, str) else f"version_{version}", **metrics}
+        return metrics
+
+
 class RunConfigCallback(SaveConfigCallback):
     """Saves the resolved config in the run folder: ``config.yaml`` for fit, ``config_<stage>.yaml`` otherwise."""
 
@@ -169,7 +180,7 @@ class CNNLightningCLI(LightningCLI):
         configured = configured if isinstance(configured, list) else [configured]
         has_bar = any(isinstance(callback, ProgressBar) for callback in [*configured, *callbacks])
         if config.get("enable_progress_bar") is not False and not has_bar:
-            callbacks = [*callbacks, RichProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND)]
+            callbacks = [*callbacks, RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND)]
         if config.get("enable_checkpointing") is False:
             # The user asked for no checkpoints: drop this CLI's own (best and last) rather than let
             # Lightning refuse the combination. Checkpoint callbacks the user lists still make it refuse.

@@ -168,3 +168,18 @@ def test_test_with_best_before_any_training_says_what_to_do(tmp_path):
     assert result.returncode == 1
     assert "no run under" in result.stderr and "fit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("version", "shown"), [(None, "version_0"), (3, "version_3"), ("seed_7", "seed_7")])
+def test_progress_bar_names_the_run_folder(tmp_path, version, shown):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_cnn.cli import RunProgressBar
+
+    bar = RunProgressBar()
+    logger = TensorBoardLogger(tmp_path, name="run", version=version)
+    trainer = Trainer(logger=logger, callbacks=[bar], enable_checkpointing=False, enable_model_summary=False)
+    metrics = bar.get_metrics(trainer, ImageClassifier(TwoConvNet()))
+    assert metrics.get("run") == shown and "v_num" not in metrics
+    assert (tmp_path / "run" / shown).name == Path(logger.log_dir).name
