@@ -6,7 +6,9 @@ torchmetrics accuracy every step on the progress bar, over that DataLoader; (4) 
 ``python -m lightning_cnn fit`` in a subprocess with its default logging, metrics and progress bar.
 All train TwoConvNet with batch 64 and SGD (lr 0.01, momentum 0.5) on the same number of samples;
 the table gives the median samples/s over the repeats and the ratios, which are the signal on a
-shared machine. Usage: ``python -m benchmarks.throughput --help``.
+shared machine. ``--network linear`` trains a single linear layer instead, whose compute is
+negligible, so that the milliseconds per step are each way's own overhead.
+Usage: ``python -m benchmarks.throughput --help``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from benchmarks.timing import ModelOptions, ThroughputTimer, synchronize
+from benchmarks.timing import LinearNet, ModelOptions, ThroughputTimer, synchronize
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.models import TwoConvNet
@@ -61,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="runs of each way; the table shows the median (default 3)"
     )
     parser.add_argument("--ways", default="1,2,3,4", help="which ways to run, e.g. 1,4 (default all)")
+    parser.add_argument(
+        "--network",
+        choices=("two_conv", "linear"),
+        default="two_conv",
+        help="two_conv: the seed-000 net (default); linear: one linear layer, to measure per-step overhead",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval-batch-size", type=int, default=1000, help="validation batch size (default 1000)")
     parser.add_argument("--data-dir", type=Path, default=REPO / "data", help="holds MNIST/raw (default data/)")
@@ -87,8 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- shared pieces ---------------------------------------------------------------------------------
 
 
+NETWORKS = {"two_conv": TwoConvNet, "linear": LinearNet}
+
+
 def make_network(args: argparse.Namespace) -> nn.Module:
-    network = TwoConvNet().to(args.device)
+    network = NETWORKS[args.network]().to(args.device)
     if args.channels_last:
         network = network.to(memory_format=torch.channels_last)
     return torch.compile(network) if args.compile else network
@@ -201,9 +212,9 @@ def seeds_loop(args: argparse.Namespace, repeat: int) -> dict:
 class TypicalClassifier(pl.LightningModule):
     """How Lightning MNIST examples are usually written: loss and accuracy logged every step, on the bar."""
 
-    def __init__(self) -> None:
+    def __init__(self, network: type[nn.Module] = TwoConvNet) -> None:
         super().__init__()
-        self.backbone = TwoConvNet()
+        self.backbone = network()
         self.train_acc = MulticlassAccuracy(num_classes=10)
         self.val_acc = MulticlassAccuracy(num_classes=10)
 
@@ -252,7 +263,7 @@ def typical_lightning(args: argparse.Namespace, repeat: int) -> dict:
                 callbacks=[timer, ModelOptions(args.channels_last, args.compile)],
             )
             trainer.fit(
-                TypicalClassifier(),
+                TypicalClassifier(NETWORKS[args.network]),
                 DataLoader(train_set, batch_size=args.batch_size, shuffle=True),
                 DataLoader(val_set, batch_size=args.eval_batch_size),
             )
@@ -281,6 +292,7 @@ def lightning_cnn_fit(args: argparse.Namespace, repeat: int) -> dict:
             "--data.data_dir", str(args.data_dir),
             "--data.batch_size", str(args.batch_size),
             "--data.eval_batch_size", str(args.eval_batch_size),
+            "--model.backbone", f"{NETWORKS[args.network].__module__}.{NETWORKS[args.network].__name__}",
             "--trainer.precision", args.precision,
             "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", str(args.warmup_steps + args.steps),
@@ -325,16 +337,17 @@ def report(args: argparse.Namespace, runs: dict[int, list[dict]]) -> str:
     threads = f"{torch.get_num_threads()} torch threads"
     options = [args.precision] + ["channels_last"] * args.channels_last + ["compile"] * args.compile
     lines = [
-        f"TwoConvNet, batch {args.batch_size}, SGD lr {LEARNING_RATE} momentum {MOMENTUM}; "
+        f"{NETWORKS[args.network].__name__}, batch {args.batch_size}, SGD lr {LEARNING_RATE} momentum {MOMENTUM}; "
         f"{device}, {threads}; {', '.join(options)}",
         f"{args.steps * args.batch_size} training samples after {args.warmup_steps} warm-up steps; "
         f"validation on 5000 images, batch {args.eval_batch_size}; median of {args.repeats}",
         "",
-        "| way | train samples/s | vs (1) | (4) / way | samples per CPU-s | (4) / way | val samples/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| way | train samples/s | ms per step | vs (1) | (4) / way | samples per CPU-s | (4) / way | val samples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for way in runs:
-        cells = [WAYS[way], f"{train[way]:,.0f}", f"{train[way] / train[1]:.2f}x" if 1 in train else "-"]
+        cells = [WAYS[way], f"{train[way]:,.0f}", f"{1000 * args.batch_size / train[way]:.2f}"]
+        cells.append(f"{train[way] / train[1]:.2f}x" if 1 in train else "-")
         cells.append(f"{train[4] / train[way]:.2f}x" if 4 in train else "-")
         cells.append(f"{train_cpu[way]:,.0f}")
         cells.append(f"{train_cpu[4] / train_cpu[way]:.2f}x" if 4 in train else "-")
@@ -349,6 +362,9 @@ def report(args: argparse.Namespace, runs: dict[int, list[dict]]) -> str:
             "",
             f"(4) process start to first training step: {startup:.2f} s (median); peak RSS: {rss / 1e6:,.0f} MB (max)",
         ]
+        if args.network != "two_conv":
+            lines += ["", "(the targets are for the two-conv net; run without --network to check them)"]
+            return "\n".join(lines)
         lines += ["", "targets:"]
         for way, target in TARGETS:
             if way in train:

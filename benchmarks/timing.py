@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
 
 
 def peak_resident_bytes() -> int:
@@ -32,6 +33,17 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued accelerator work, so a wall-clock reading covers it (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class LinearNet(nn.Sequential):
+    """One linear layer over the flattened image: a network whose compute is negligible.
+
+    Trained in place of the two-conv net (``--network linear``), it leaves the per-step cost of
+    everything around the network: the loop, data, hooks, metrics and logging of each way.
+    """
+
+    def __init__(self, in_features: int = 28 * 28, num_classes: int = 10) -> None:
+        super().__init__(nn.Flatten(), nn.Linear(in_features, num_classes))
 
 
 class ThroughputTimer(pl.Callback):
