@@ -30,7 +30,7 @@ from lightning_cnn.errors import UserError
 from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.prediction_writer import PredictionWriter
-from lightning_cnn.report import run_versions, version_number
+from lightning_cnn.report import run_folder_name, run_versions, version_number
 
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
@@ -101,8 +101,7 @@ class RunProgressBar(RichProgressBar):
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict]:
         metrics = super().get_metrics(trainer, pl_module)
         if metrics.pop("v_num", None) is not None and trainer.logger is not None:
-            version = trainer.logger.version
-            metrics = {"run": version if isinstance(version, str) else f"version_{version}", **metrics}
+            metrics = {"run": run_folder_name(trainer.logger.version), **metrics}
         return metrics
 
 
@@ -218,8 +217,7 @@ def resolve_run_checkpoint(config: Namespace) -> None:
         return  # another logger: leave 'best'/'last' to Lightning's own lookup
     logger_args, experiment_dir = logger
     if logger_args.get("version") is not None:
-        version = logger_args.version
-        runs = [experiment_dir / (version if isinstance(version, str) else f"version_{version}")]
+        runs = [experiment_dir / run_folder_name(logger_args.version)]
     else:
         runs = run_versions(experiment_dir)
     run = next((run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()), None)

@@ -401,10 +401,6 @@ class MNISTDataModule(pl.LightningDataModule):
         images = self.test_images if self.predict_path is None else self.predict_images
         return self._loader(images, torch.arange(len(images), device=images.device), self.eval_batch_size)
 
-    def normalize(self, images: Tensor) -> Tensor:
-        """Standardize images on the [0, 1] pixel scale with the configured mean and std."""
-        return (images - self.mean) / self.std
-
     def to_model_input(self, pixels: Tensor, device: torch.device | str = "cpu") -> Tensor:
         """uint8 pixels -> float images as the network sees them: ``ToTensor`` then ``Normalize``, on ``device``.
 

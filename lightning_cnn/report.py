@@ -110,6 +110,11 @@ def version_number(run_dir: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def run_folder_name(version: int | str) -> str:
+    """The folder TensorBoardLogger writes a run to: ``version_<n>`` for a number, the string itself otherwise."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
 def run_versions(experiment_dir: Path) -> list[Path]:
     """The ``version_<n>`` run folders of one experiment, newest (highest n) first."""
     return sorted(experiment_dir.glob("version_*"), key=version_number, reverse=True)
