@@ -182,4 +182,4 @@ def test_progress_bar_names_the_run_folder(tmp_path, version, shown):
     trainer = Trainer(logger=logger, callbacks=[bar], enable_checkpointing=False, enable_model_summary=False)
     metrics = bar.get_metrics(trainer, ImageClassifier(TwoConvNet()))
     assert metrics.get("run") == shown and "v_num" not in metrics
-    assert (tmp_path / "run" / shown).name == Path(logger.log_dir).name
+    assert Path(logger.log_dir).name == shown  # the folder Lightning really writes
