@@ -166,6 +166,8 @@ class CNNLightningCLI(LightningCLI):
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path is not None and ckpt_path not in RUN_ALIASES:
             validate_checkpoint(ckpt_path, self.model)
+        if self.subcommand == "validate" and isinstance(self.datamodule, MNISTDataModule):
+            self.datamodule.require_validation()
         if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
             self.datamodule.read_predict_images()
 
@@ -180,11 +182,25 @@ class CNNLightningCLI(LightningCLI):
         has_bar = any(isinstance(callback, ProgressBar) for callback in [*configured, *callbacks])
         if config.get("enable_progress_bar") is not False and not has_bar:
             callbacks = [*callbacks, RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND)]
+        if self.subcommand != "predict":
+            # Lightning calls every callback's hooks at every step, used or not (some microseconds
+            # each); the CSV writer has nothing to do outside predict.
+            callbacks = [callback for callback in callbacks if not isinstance(callback, PredictionWriter)]
+        if getattr(self.datamodule, "has_validation", True) is False:
+            # data.val_split=0: nothing is validated, so no checkpoint can be the best by a val/ metric
+            # (last.ckpt stays), and Lightning need not look for validation batches.
+            callbacks = [callback for callback in callbacks if not _monitors_validation(callback)]
+            if config.get("limit_val_batches") is None:
+                config = {**config, "limit_val_batches": 0}
         if config.get("enable_checkpointing") is False:
             # The user asked for no checkpoints: drop this CLI's own (best and last) rather than let
             # Lightning refuse the combination. Checkpoint callbacks the user lists still make it refuse.
             callbacks = [callback for callback in callbacks if not isinstance(callback, ModelCheckpoint)]
         return super()._instantiate_trainer(config, callbacks)
+
+
+def _monitors_validation(callback: Callback) -> bool:
+    return isinstance(callback, ModelCheckpoint) and str(callback.monitor or "").startswith("val/")
 
 
 def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
@@ -231,11 +247,23 @@ def resolve_run_checkpoint(config: Namespace) -> None:
     logger_args.version = run.name
 
 
+def tracked_best(last: Path) -> list[dict]:
+    """The states of the ModelCheckpoints that tracked a best checkpoint in the run of ``last`` (none for a
+    run trained without validation)."""
+    state = load_checkpoint(last)
+    return [value for key, value in state.get("callbacks", {}).items() if key.startswith("ModelCheckpoint")]
+
+
 def best_checkpoint(last: Path) -> Path:
     """The best checkpoint recorded by ModelCheckpoint in the state of ``last``."""
-    state = load_checkpoint(last)
-    for key, callback_state in state.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and callback_state.get("best_model_path"):
+    tracked = tracked_best(last)
+    if not tracked:
+        raise UserError(
+            f"the run of {last} kept no best checkpoint (it was trained without validation, data.val_split=0); "
+            "use --ckpt_path last"
+        )
+    for callback_state in tracked:
+        if callback_state.get("best_model_path"):
             best = Path(callback_state["best_model_path"])
             # The run folder may have moved since: look beside last.ckpt first.
             for candidate in (last.parent / best.name, best):

@@ -18,9 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, OpenUnitInterval, PositiveFloat, PositiveInt
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+)
 from torch import Tensor
 from torchvision.datasets import MNIST
 
@@ -135,8 +143,9 @@ class TensorBatchLoader:
 
     Under distributed training every rank takes a disjoint shard of each epoch's order; all ranks
     yield the same number of batches so that collective operations stay in step. With
-    ``shuffle=True`` the order of epoch ``e`` is a permutation drawn from ``seed + e``, identical on
-    every rank; Lightning calls :meth:`set_epoch` (through ``.sampler``) before each epoch.
+    ``shuffle=True`` the order of epoch ``e`` is a permutation drawn from the pair ``(seed, e)``,
+    identical on every rank and shared with no other pair; Lightning calls :meth:`set_epoch`
+    (through ``.sampler``) before each epoch.
     """
 
     def __init__(
@@ -181,7 +190,9 @@ class TensorBatchLoader:
         """The indices this rank visits in the current epoch, in order."""
         n = len(self.labels)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            # Hashed through a SeedSequence: with seed + epoch, run s would replay run s+1's orders one epoch late.
+            pair_seed = int(np.random.SeedSequence((self.seed, self.epoch)).generate_state(1, np.uint64)[0])
+            generator = torch.Generator().manual_seed(pair_seed)
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
@@ -207,7 +218,8 @@ class MNISTDataModule(pl.LightningDataModule):
         data_dir: root folder; the dataset lives in ``<data_dir>/MNIST/raw``.
         batch_size: training batch size per device.
         eval_batch_size: batch size for validation, test and predict (per device).
-        val_split: validation size taken from the 60k training images, as a count or a fraction.
+        val_split: validation size taken from the 60k training images, as a count or a fraction; 0
+            trains on all of them without validation (checkpoints: ``last.ckpt`` only).
         split_seed: seed of the train/val split; the split never depends on the global seed.
         mean: normalization mean, on the [0, 1] pixel scale.
         std: normalization standard deviation, on the [0, 1] pixel scale.
@@ -225,7 +237,7 @@ class MNISTDataModule(pl.LightningDataModule):
         data_dir: str | Path = "data",
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt = 1000,
-        val_split: PositiveInt | OpenUnitInterval = 5000,
+        val_split: NonNegativeInt | OpenUnitInterval = 5000,
         split_seed: int = 42,
         mean: float = 0.1307,
         std: PositiveFloat = 0.3081,
@@ -312,14 +324,29 @@ class MNISTDataModule(pl.LightningDataModule):
             ) from None
         return dataset.data.unsqueeze(1).contiguous(), dataset.targets
 
+    @property
+    def has_validation(self) -> bool:
+        """False when ``val_split`` is 0: training uses all the training images and nothing is validated."""
+        return self.val_split != 0
+
+    def require_validation(self) -> None:
+        """Raise a DataError when ``val_split`` is 0 and there is nothing to validate."""
+        if not self.has_validation:
+            raise DataError(
+                "data.val_split=0 holds out no validation images, so there is nothing to validate; "
+                "set data.val_split (a count such as 5000, or a fraction), or use 'test'"
+            )
+
     def split_indices(self, num_samples: int) -> tuple[Tensor, Tensor]:
         """Train and validation indices into the training set, drawn from ``split_seed`` alone."""
         is_fraction = isinstance(self.val_split, float)
         val_size = round(self.val_split * num_samples) if is_fraction else self.val_split
+        if not self.has_validation:
+            return torch.arange(num_samples), torch.arange(0)
         if not 0 < val_size < num_samples:
             raise DataError(
                 f"data.val_split={self.val_split} leaves no training or no validation images out of "
-                f"{num_samples}; choose a count below {num_samples} or a fraction in (0, 1)"
+                f"{num_samples}; choose a count below {num_samples} or a fraction in (0, 1) (0: no validation)"
             )
         order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(self.split_seed))
         return order[val_size:], order[:val_size]
@@ -330,6 +357,8 @@ class MNISTDataModule(pl.LightningDataModule):
             device = self.trainer.strategy.root_device
             # One shuffling seed for every rank, derived from the global seed (seed_everything).
             self.shuffle_seed = int(self.trainer.strategy.broadcast(torch.initial_seed() % 2**31))
+        if stage == "validate":
+            self.require_validation()
         if stage in ("fit", "validate") and self.train_images is None:
             images, labels = self._load(train=True)
             train_index, val_index = self.split_indices(len(labels))
@@ -390,7 +419,9 @@ class MNISTDataModule(pl.LightningDataModule):
                 loader.start_batch = done
         return loader
 
-    def val_dataloader(self) -> TensorBatchLoader:
+    def val_dataloader(self) -> TensorBatchLoader | list:
+        if not self.has_validation:
+            return []  # Lightning skips validation (and its sanity check) for an empty list
         return self._loader(self.val_images, self.val_labels, self.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatchLoader:

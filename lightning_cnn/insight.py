@@ -97,6 +97,8 @@ def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> d
             hparams["batch_size"] = datamodule.batch_size
         if hasattr(datamodule, "augmentation"):
             hparams["augmentation"] = datamodule.augmentation is not None
+        if isinstance(getattr(datamodule, "val_split", None), (int, float)):
+            hparams["val_split"] = datamodule.val_split  # 0: trained on every training image, not validated
     label_smoothing = pl_module.hparams.get("label_smoothing")
     if isinstance(label_smoothing, (int, float)):
         hparams["label_smoothing"] = float(label_smoothing)

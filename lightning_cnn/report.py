@@ -63,6 +63,8 @@ class RunSummary:
         batch_size: training batch size per device.
         max_epochs: the configured epoch budget.
         augmentation: whether training batches were augmented.
+        val_split: the validation images held out of the training set (a count or a fraction; 0: none,
+            so the run trained on all of them and was not validated).
         hardware: the device(s) it trained on, e.g. ``NVIDIA H100 80GB HBM3`` or ``CPU (2 cores)``.
         best_val_acc: the highest ``val/acc_best`` logged (best validation accuracy, a fraction).
         test_acc: the last ``test/acc`` logged (``test --ckpt_path best|last`` logs into the run).
@@ -81,6 +83,7 @@ class RunSummary:
     batch_size: int | None = None
     max_epochs: int | None = None
     augmentation: bool | None = None
+    val_split: float | None = None
     hardware: str | None = None
     best_val_acc: float | None = None
     test_acc: float | None = None
@@ -101,6 +104,8 @@ class RunSummary:
             parts.append(f"{self.max_epochs} epoch" + ("" if self.max_epochs == 1 else "s"))
         if self.augmentation is not None:
             parts.append("augmentation" if self.augmentation else "no augmentation")
+        if self.val_split == 0:
+            parts.append("no validation")
         return ", ".join(parts)
 
 
@@ -173,6 +178,7 @@ def _config_hparams(run_dir: Path) -> dict[str, bool | float | str]:
         ("lr", section("model", "optimizer", "init_args").get("lr")),
         ("batch_size", section("data").get("batch_size")),
         ("max_epochs", section("trainer").get("max_epochs")),
+        ("val_split", section("data").get("val_split")),
     ):
         if value is not None:
             values[name] = value
@@ -225,6 +231,7 @@ def summarize_run(run_dir: Path, log_root: Path) -> RunSummary:
         batch_size=_optional(hparams.get("batch_size"), int),
         max_epochs=_optional(hparams.get("max_epochs"), int),
         augmentation=_optional(hparams.get("augmentation"), bool),
+        val_split=_optional(hparams.get("val_split"), float),
         hardware=_optional(hparams.get("hardware"), str),
     )
     best = values("val/acc_best")

@@ -1,9 +1,10 @@
 """Run a grid of overrides of any config, one process per run, and tabulate what the runs logged.
 
 A sweep file names a base config and the runs, either listed (``runs:`` name -> overrides) or as
-the cartesian product of values (``grid:`` key -> list). Each run is ``fit`` then ``test
---ckpt_path best`` in its own processes, logging under ``<log_root>/<sweep>/<run>/``; a failed run
-is recorded and the rest go on; a run whose test accuracy is already logged is skipped.
+the cartesian product of values (``grid:`` key -> list); ``overrides:`` apply to every run, before
+its own. Each run is ``fit`` then ``test --ckpt_path best`` (``last`` for a run trained without
+validation) in its own processes, logging under ``<log_root>/<sweep>/<run>/``; a failed run is
+recorded and the rest go on; a run whose test accuracy is already logged is skipped.
 
     python -m lightning_cnn sweep configs/sweeps/seed000_grid.yaml
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from lightning_cnn.cli import tracked_best
 from lightning_cnn.errors import UserError
 from lightning_cnn.report import duration, percent, run_versions, summarize_run
 
@@ -61,20 +63,23 @@ def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise UserError(f"sweep file {path} is not valid YAML ({error}); fix its syntax") from None
-    unknown = set(spec) - {"name", "config", "runs", "grid"}
+    unknown = set(spec) - {"name", "config", "overrides", "runs", "grid"}
     if unknown:
-        raise UserError(f"sweep file {path} has unknown keys {sorted(unknown)}; use name, config, runs and/or grid")
+        raise UserError(
+            f"sweep file {path} has unknown keys {sorted(unknown)}; use name, config, overrides, runs and/or grid"
+        )
     configs = spec.get("config")
     configs = [configs] if isinstance(configs, str) else list(configs or [])
     if not configs:
         raise UserError(f"sweep file {path} names no base config; add 'config: configs/<experiment>.yaml'")
-    runs = [SweepRun(name, dict(overrides or {})) for name, overrides in (spec.get("runs") or {}).items()]
+    common = dict(spec.get("overrides") or {})  # every run's, before its own
+    runs = [SweepRun(name, {**common, **(overrides or {})}) for name, overrides in (spec.get("runs") or {}).items()]
     grid = spec.get("grid") or {}
     if grid:
         keys = list(grid)
         for values in itertools.product(*(grid[key] if isinstance(grid[key], list) else [grid[key]] for key in keys)):
             overrides = dict(zip(keys, values, strict=True))
-            runs.append(SweepRun(_run_name(overrides), overrides))
+            runs.append(SweepRun(_run_name(overrides), {**common, **overrides}))
     if not runs:
         raise UserError(f"sweep file {path} defines no runs; add a 'runs:' mapping or a 'grid:' of values")
     return spec.get("name") or path.stem, configs, runs
@@ -85,6 +90,15 @@ def _finished(experiment_dir: Path, log_root: Path) -> Path | None:
         if summarize_run(run_dir, log_root).test_acc is not None:
             return run_dir
     return None
+
+
+def _test_checkpoint(experiment_dir: Path) -> str:
+    """``best`` for a run that tracked one (it was validated), ``last`` for one trained without validation."""
+    runs = run_versions(experiment_dir)
+    last = runs[0] / "checkpoints" / "last.ckpt" if runs else None
+    if last is None or not last.is_file():
+        return "best"  # the test command names what is missing
+    return "best" if tracked_best(last) else "last"
 
 
 def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra: list[str]) -> None:
@@ -103,7 +117,8 @@ def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra
         overrides = [f"--{key}={_format_value(value)}" for key, value in run.overrides.items()]
         started = time.perf_counter()
         with open(experiment_dir / "sweep.log", "a") as log:
-            for subcommand, tail in (("fit", []), ("test", ["--ckpt_path=best"])):
+            for subcommand in ("fit", "test"):
+                tail = [f"--ckpt_path={_test_checkpoint(experiment_dir)}"] if subcommand == "test" else []
                 command = [sys.executable, "-m", "lightning_cnn", subcommand, *base, *overrides, *logger, *extra, *tail]
                 log.write(f"$ {' '.join(command)}\n")
                 log.flush()

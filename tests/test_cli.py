@@ -183,3 +183,28 @@ def test_progress_bar_names_the_run_folder(tmp_path, version, shown):
     metrics = bar.get_metrics(trainer, ImageClassifier(TwoConvNet()))
     assert metrics.get("run") == shown and "v_num" not in metrics
     assert Path(logger.log_dir).name == shown  # the folder Lightning really writes
+
+
+def test_fit_without_validation_keeps_last_only_and_test_uses_it(synthetic_data_dir, tmp_path):
+    common = [*config_args("configs/quickstart.yaml"), *synthetic(synthetic_data_dir), "--data.val_split", "0"]
+    fit = run_cli("fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert "zero" not in fit.stderr  # Lightning's warning about an empty validation loader is not shown
+    files_before = sorted(run_dir.rglob("*"))
+
+    best = run_cli("test", *common, "--ckpt_path", "best", cwd=tmp_path)
+    assert best.returncode == 1
+    assert "trained without validation" in best.stderr and "--ckpt_path last" in best.stderr
+    validate = run_cli("validate", *common, "--ckpt_path", "last", cwd=tmp_path)
+    assert validate.returncode == 1 and "nothing to validate" in validate.stderr
+    assert "Traceback" not in best.stderr + validate.stderr
+    assert sorted(run_dir.rglob("*")) == files_before  # neither wrote anything
+
+    test = run_cli("test", *common, "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    reported = next(line for line in test.stdout.splitlines() if "test/acc" in line)
+    assert float(reported.replace("│", " ").split()[1]) == pytest.approx(
+        evaluate(run_dir / "checkpoints" / "last.ckpt", synthetic_data_dir), abs=1e-6
+    )

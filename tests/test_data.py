@@ -7,7 +7,7 @@ import torch
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from lightning_cnn.data import MNIST_FILES, Augmentation, MNISTDataModule
+from lightning_cnn.data import MNIST_FILES, Augmentation, MNISTDataModule, TensorBatchLoader
 from lightning_cnn.errors import DataError
 
 
@@ -39,6 +39,14 @@ def test_split_is_disjoint_covering_and_independent_of_global_seed(synthetic_dat
     assert sorted(train_a.tolist() + val_a.tolist()) == list(range(600))
     _, val_other = split_of(MNISTDataModule(data_dir=synthetic_data_dir, val_split=100, split_seed=7))
     assert not torch.equal(val_a, val_other)
+
+
+def test_val_split_zero_trains_on_every_image_and_validates_nothing(synthetic_data_dir):
+    datamodule = setup_fit(synthetic_data_dir, val_split=0)
+    assert len(datamodule.train_labels) == 600 and len(datamodule.val_labels) == 0
+    assert datamodule.val_dataloader() == []
+    with pytest.raises(DataError, match=r"val_split=0 .* nothing to validate"):
+        datamodule.setup("validate")
 
 
 def test_test_set_is_the_official_test_file(synthetic_data_dir):
@@ -85,6 +93,19 @@ def test_each_epoch_visits_every_training_index_once_in_a_new_order(synthetic_da
         orders.append(order)
     assert not torch.equal(orders[0], orders[1])
     assert len(loader) == 8  # ceil(500 / 64)
+
+
+def test_runs_with_neighbouring_seeds_share_no_epoch_order(synthetic_data_dir):
+    datamodule = setup_fit(synthetic_data_dir, val_split=100)
+    images, labels = datamodule.train_images, datamodule.train_labels
+    loaders = [TensorBatchLoader(images, labels, batch_size=64, shuffle=True, seed=seed) for seed in (0, 1)]
+    orders = {}
+    for seed, loader in enumerate(loaders):
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            orders[seed, epoch] = loader.shard_indices()
+    # With seed + epoch, seed 0's epoch e + 1 would replay seed 1's epoch e.
+    assert len({tuple(order.tolist()) for order in orders.values()}) == len(orders) == 6
 
 
 def test_shards_are_disjoint_cover_the_data_and_have_equal_batch_counts(synthetic_data_dir):

@@ -31,23 +31,46 @@ def test_grid_expands_to_the_cartesian_product(tmp_path):
     assert len({run.name for run in runs}) == 4
 
 
+def test_overrides_apply_to_every_run_before_its_own(tmp_path):
+    spec = {
+        "config": "a.yaml",
+        "overrides": {"trainer.max_epochs": 2, "data.batch_size": 32},
+        "runs": {"plain": {}, "small": {"data.batch_size": 10}},
+        "grid": {"model.optimizer.init_args.lr": [0.1]},
+    }
+    _, _, runs = load_sweep(write_sweep(tmp_path, spec))
+    assert {run.name: run.overrides for run in runs} == {
+        "plain": {"trainer.max_epochs": 2, "data.batch_size": 32},
+        "small": {"trainer.max_epochs": 2, "data.batch_size": 10},
+        "lr=0.1": {
+            "trainer.max_epochs": 2,
+            "data.batch_size": 32,
+            "model.optimizer.init_args.lr": 0.1,
+        },
+    }
+
+
 def test_seed000_grid_lists_the_tutorials_six_runs():
     _, configs, runs = load_sweep(REPO / "configs" / "sweeps" / "seed000_grid.yaml")
     assert configs == ["configs/seed000_two_conv.yaml"]
     assert [run.name for run in runs] == ["default", "batch10", "lr0.05", "lr0.1", "batch10_lr0.05", "batch10_lr0.005"]
+    assert all(run.overrides["data.val_split"] == 5000 for run in runs)  # validated, unlike seed000_two_conv.yaml
 
 
 def test_sweep_runs_each_override_set_records_failures_and_skips_finished_runs(synthetic_data_dir, tmp_path):
     spec = {
         "name": "tiny",
         "config": str(REPO / "configs" / "quickstart.yaml"),
-        "runs": {"small_batch": {"data.batch_size": 32}, "broken": {"data.batch_size": 0}},
+        "runs": {
+            "small_batch": {"data.batch_size": 32, "data.val_split": 100},
+            "broken": {"data.batch_size": 0},
+            "no_validation": {"data.val_split": 0},  # tested on last.ckpt: there is no best
+        },
     }
     path = write_sweep(tmp_path, spec)
     common = [
         "--",
         f"--data.data_dir={synthetic_data_dir}",
-        "--data.val_split=100",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",
         "--trainer.enable_progress_bar=false",
@@ -62,6 +85,8 @@ def test_sweep_runs_each_override_set_records_failures_and_skips_finished_runs(s
     assert run.batch_size == 32
     assert rows["small_batch"]["test acc"] == f"{100 * run.test_acc:.2f}%"
     assert rows["small_batch"]["best val acc"] == f"{100 * run.best_val_acc:.2f}%"
+    assert rows["no_validation"]["status"] == "done" and rows["no_validation"]["best val acc"] == "n/a"
+    assert rows["no_validation"]["test acc"] == f"{100 * logged['tiny/no_validation/version_0'].test_acc:.2f}%"
 
     second = run_cli("sweep", str(path), "--log_root", str(tmp_path / "logs"), *common, cwd=tmp_path)
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "logs" / "tiny" / "sweep.csv").open())}
