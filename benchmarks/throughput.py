@@ -291,6 +291,8 @@ def lightning_cnn_fit(args: argparse.Namespace, repeat: int) -> dict:
             "--seed_everything", str(repeat),
             "--data.data_dir", str(args.data_dir),
             "--data.batch_size", str(args.batch_size),
+            # The validation split of ways (1) to (3): the config itself trains on all images, unvalidated.
+            "--data.val_split", str(MNISTDataModule().val_split),
             "--data.eval_batch_size", str(args.eval_batch_size),
             "--model.backbone", f"{NETWORKS[args.network].__module__}.{NETWORKS[args.network].__name__}",
             "--trainer.precision", args.precision,
