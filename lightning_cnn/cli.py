@@ -167,6 +167,7 @@ class CNNLightningCLI(LightningCLI):
         if ckpt_path is not None and ckpt_path not in RUN_ALIASES:
             validate_checkpoint(ckpt_path, self.model)
         if self.subcommand == "validate" and isinstance(self.datamodule, MNISTDataModule):
+            # Before a run folder exists: nothing is written for a request that cannot run.
             self.datamodule.require_validation()
         if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
             self.datamodule.read_predict_images()
@@ -186,7 +187,7 @@ class CNNLightningCLI(LightningCLI):
             # Lightning calls every callback's hooks at every step, used or not (some microseconds
             # each); the CSV writer has nothing to do outside predict.
             callbacks = [callback for callback in callbacks if not isinstance(callback, PredictionWriter)]
-        if getattr(self.datamodule, "has_validation", True) is False:
+        if isinstance(self.datamodule, MNISTDataModule) and not self.datamodule.has_validation:
             # data.val_split=0: nothing is validated, so no checkpoint can be the best by a val/ metric
             # (last.ckpt stays), and Lightning need not look for validation batches.
             callbacks = [callback for callback in callbacks if not _monitors_validation(callback)]

@@ -339,10 +339,10 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def split_indices(self, num_samples: int) -> tuple[Tensor, Tensor]:
         """Train and validation indices into the training set, drawn from ``split_seed`` alone."""
-        is_fraction = isinstance(self.val_split, float)
-        val_size = round(self.val_split * num_samples) if is_fraction else self.val_split
         if not self.has_validation:
             return torch.arange(num_samples), torch.arange(0)
+        is_fraction = isinstance(self.val_split, float)
+        val_size = round(self.val_split * num_samples) if is_fraction else self.val_split
         if not 0 < val_size < num_samples:
             raise DataError(
                 f"data.val_split={self.val_split} leaves no training or no validation images out of "
