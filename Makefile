@@ -9,9 +9,7 @@ SWEEP ?= configs/sweeps/seed000_grid.yaml
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint tensorboard report sweep results clean
-.PHONY: report
-.PHONY: bench
+.PHONY: help install train test lint tensorboard report sweep results bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'

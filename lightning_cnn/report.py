@@ -94,15 +94,21 @@ class RunSummary:
     @property
     def recipe(self) -> str:
         """The training recipe in words, e.g. ``Adam lr 0.01, OneCycleLR, batch 128, 3 epochs, no augmentation``."""
+        return self.describe_recipe()
+
+    def describe_recipe(self, *, epochs: bool = True, name_defaults: bool = True) -> str:
+        """The recipe in words; ``epochs=False`` leaves out the epoch budget (for tables with an epochs column),
+        ``name_defaults=False`` leaves out what is off (``constant lr``, ``no augmentation``)."""
         parts = []
         if self.optimizer is not None:
             parts.append(self.optimizer + (f" lr {self.learning_rate:g}" if self.learning_rate is not None else ""))
-        parts.append(self.scheduler or "constant lr")
+        if self.scheduler or name_defaults:
+            parts.append(self.scheduler or "constant lr")
         if self.batch_size is not None:
             parts.append(f"batch {self.batch_size}")
-        if self.max_epochs is not None and self.max_epochs >= 0:
+        if epochs and self.max_epochs is not None and self.max_epochs >= 0:
             parts.append(f"{self.max_epochs} epoch" + ("" if self.max_epochs == 1 else "s"))
-        if self.augmentation is not None:
+        if self.augmentation is not None and (self.augmentation or name_defaults):
             parts.append("augmentation" if self.augmentation else "no augmentation")
         if self.val_split == 0:
             parts.append("no validation")

@@ -86,21 +86,6 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.2f}% ± {100 * statistics.stdev(values):.2f} ({len(values)} runs: {each})"
 
 
-def _recipe(run: RunSummary) -> str:
-    parts = [run.optimizer or "?"]
-    if run.learning_rate is not None:
-        parts[0] += f" lr {run.learning_rate:g}"
-    if run.scheduler:
-        parts.append(run.scheduler)
-    if run.batch_size is not None:
-        parts.append(f"batch {run.batch_size}")
-    if run.augmentation:
-        parts.append("augmentation")
-    if run.val_split == 0:
-        parts.append("all 60k, no validation")
-    return ", ".join(parts)
-
-
 def _verdict(reported: Reported, values: list[float], seconds: list[float], tolerance: float = TOLERANCE) -> str:
     if not values:
         return ""
@@ -124,7 +109,7 @@ def experiment_row(experiment: Experiment) -> list[str]:
         f"`{experiment.name}`",
         first.architecture or "?",
         f"{first.parameters:,}" if first.parameters else "?",
-        _recipe(first),
+        first.describe_recipe(epochs=False, name_defaults=False),
         "/".join(str(e) for e in epochs),
         reported.source if reported else "",
         ("val " if split == "val" else "") + _mean_spread(values),
