@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import logging
 import signal
 import sys
 import warnings
@@ -279,6 +280,10 @@ def main(args: list[str] | None = None) -> None:
         warnings.simplefilter("ignore")
     # Lightning's pytree helper uses a torch class that newer torch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    # Lightning advertises a cloud logging service on every run; this tool logs to TensorBoard.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip")
+    )
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
     try:

@@ -192,6 +192,7 @@ def test_fit_without_validation_keeps_last_only_and_test_uses_it(synthetic_data_
     run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     assert "zero" not in fit.stderr  # Lightning's warning about an empty validation loader is not shown
+    assert "litlogger" not in fit.stdout + fit.stderr  # nor its advertisement for a cloud logger
     files_before = sorted(run_dir.rglob("*"))
 
     best = run_cli("test", *common, "--ckpt_path", "best", cwd=tmp_path)
