@@ -282,6 +282,12 @@ class MNISTDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self._predicting_files():
             return  # the user's images replace the test set; MNIST is not needed
+        blocking = next((p for p in (self.data_dir, self.data_dir / "MNIST", self.raw_dir) if p.is_file()), None)
+        if blocking is not None:
+            raise DataError(
+                f"data.data_dir={self.data_dir}: {blocking} is a file, where the dataset needs a folder "
+                f"(<data_dir>/MNIST/raw/); set data.data_dir to a folder"
+            )
         if self.download:
             # Damaged extracted files are deleted so torchvision extracts them again from the .gz
             # archives, which it verifies by MD5 (downloading them afresh when they are damaged too).

@@ -72,6 +72,7 @@ CASES = {
     "missing config file": (("fit", "--config", "nope.yaml"), 2, ["nope.yaml", "does not exist"]),
     "unknown subcommand": (("train", *CFG), 2, ["train"]),
     "missing data folder": (("fit", *CFG, "--data.data_dir", "nowhere"), 1, ["MNIST is not in", "data.download=true"]),
+    "data folder is a file": (("fit", *CFG, "--data.data_dir", "config.yaml"), 1, ["is a file", "data.data_dir"]),
     "truncated data file": (
         ("fit", *CFG, "--data.data_dir", "truncated_data"),
         1,
