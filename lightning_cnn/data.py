@@ -13,7 +13,7 @@ import hashlib
 import math
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,11 @@ class TensorBatchLoader:
     ``shuffle=True`` the order of epoch ``e`` is a permutation drawn from the pair ``(seed, e)``,
     identical on every rank and shared with no other pair; Lightning calls :meth:`set_epoch`
     (through ``.sampler``) before each epoch.
+
+    ``resume_batches``, when given, is asked at the start of every iteration how many batches of the
+    current epoch were already trained on (non-zero only when fit resumes inside an epoch); those
+    are skipped. It is asked then, not when the loader is built, because Lightning may build the
+    loader before it restores the checkpoint (``trainer.estimated_stepping_batches`` does).
     """
 
     def __init__(
@@ -157,13 +162,13 @@ class TensorBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        resume_batches: Callable[[], int] | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        # Batches of the current epoch to skip on the next iteration: set when fit resumes mid-epoch.
-        self.start_batch = 0
+        self.resume_batches = resume_batches
         # Lightning calls ``sampler.set_epoch`` on any iterable that has one, and inspects ``batch_sampler``.
         self.sampler, self.batch_sampler = self, None
 
@@ -205,8 +210,9 @@ class TensorBatchLoader:
             # A shard one sample short of its neighbours' could end a batch early; split it into
             # as many (slightly smaller) batches as the other ranks yield instead.
             batches = shard.tensor_split(self._num_batches())
-        start, self.start_batch = self.start_batch, 0
-        for index in batches[start:]:
+        # Read here, at the first batch of the epoch, when Lightning has restored its progress.
+        start = self.resume_batches() if self.resume_batches is not None else 0
+        for index in batches[start if 0 < start < len(batches) else 0 :]:
             # index_select gathers the same rows as images[index], about five times faster on a CPU.
             yield self.images.index_select(0, index), self.labels.index_select(0, index)
 
@@ -416,14 +422,19 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatchLoader:
         loader = self._loader(self.train_images, self.train_labels, self.batch_size, shuffle=True)
-        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
-        if fit_loop is not None and fit_loop.restarting:
-            # Resuming from a checkpoint saved inside an epoch (SIGINT/SIGTERM, every_n_train_steps):
-            # the epoch's order is reproducible from the seed, so skip the batches already trained on.
-            done = fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < len(loader):
-                loader.start_batch = done
+        loader.resume_batches = self._batches_already_trained
         return loader
+
+    def _batches_already_trained(self) -> int:
+        """Batches of the current epoch trained before the checkpoint that fit resumes from (0 otherwise).
+
+        A checkpoint saved inside an epoch (SIGINT/SIGTERM, every_n_train_steps) records Lightning's
+        batch progress; the epoch's order is reproducible from the seed, so those batches are skipped.
+        """
+        if self.trainer is None:
+            return 0
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        return epoch_loop.batch_progress.current.processed if epoch_loop.restarting else 0
 
     def val_dataloader(self) -> TensorBatchLoader | list:
         if not self.has_validation:

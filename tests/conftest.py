@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
@@ -97,3 +98,36 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
         timeout=timeout,
         env=full_env,
     )
+
+
+def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[int, str, str]:
+    """Run the CLI in this process, as ``python -m lightning_cnn`` would; returns (exit status, stdout, stderr).
+
+    A Python start costs seconds of imports, so tests that need no process boundary run here.
+    """
+    from lightning_cnn.cli import main
+
+    code, argv = 0, sys.argv
+    sys.argv = ["lightning_cnn", *args]  # where LightningCLI looks, as for a real command line
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    if capsys is None:
+        return code, "", ""
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+class SignalAtStep(Callback):
+    """Sends ``signum`` to this process once ``global_step`` reaches ``step``: a user's Ctrl+C or a scheduler's
+    SIGTERM, at a step the test chooses."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

@@ -1,5 +1,6 @@
 """Stopping and resuming fit: SIGINT/SIGTERM leave a usable last.ckpt; resumed training equals uninterrupted."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_synthetic_mnist, run_cli
+from conftest import make_synthetic_mnist, run_cli, run_main
 
 MAX_EPOCHS = 4
 STEPS_PER_EPOCH = 25  # 500 training images in batches of 20
@@ -131,3 +132,54 @@ def test_sigint_stops_after_the_current_batch_and_saves_last(tmp_path):
     assert 5 <= saved["global_step"] < MAX_EPOCHS * STEPS_PER_EPOCH
     assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
     assert "rng_states" in saved  # restored on resume: same dropout masks as an uninterrupted run
+
+
+# Every scheduler shape the configs use: none, stepped per epoch, one-cycle stepped per optimizer step.
+# One-cycle reads trainer.estimated_stepping_batches, which builds the train loader before the
+# checkpoint is restored: the loader must still skip the batches already trained on.
+SCHEDULERS = {
+    "none": {"scheduler": None},
+    "epoch step_lr": {
+        "scheduler": {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}},
+        "scheduler_interval": "epoch",
+    },
+    "step one_cycle": {
+        "scheduler": {"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.05}},
+        "scheduler_interval": "step",
+    },
+}
+
+
+def write_scheduled_config(root: Path, scheduler: str) -> Path:
+    path = write_config(root, make_synthetic_mnist(root / "data"))
+    config = yaml.safe_load(path.read_text())
+    config["model"].update(SCHEDULERS[scheduler])
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# A first Ctrl+C takes SIGTERM's path (stop after the batch); one scheduler shows it.
+STOPS = [*((name, signal.SIGTERM) for name in SCHEDULERS), ("step one_cycle", signal.SIGINT)]
+
+
+@pytest.mark.parametrize(("scheduler", "signum"), STOPS)
+def test_resume_inside_an_epoch_gives_the_same_weights_with_every_scheduler(scheduler, signum, tmp_path, capsys):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for root in (straight, stopped):
+        root.mkdir()
+        write_scheduled_config(root, scheduler)
+    config = lambda root: ("--config", str(root / "config.yaml"))  # noqa: E731
+
+    assert run_main("fit", *config(straight), capsys=capsys)[0] == 0
+    stop_at = STEPS_PER_EPOCH + 12  # inside the second epoch
+    callback = {"class_path": "conftest.SignalAtStep", "init_args": {"step": stop_at, "signum": int(signum)}}
+    code, _, err = run_main("fit", *config(stopped), f"--trainer.callbacks+={json.dumps(callback)}", capsys=capsys)
+    assert code == 128 + signum, err[-3000:]
+    assert last_checkpoint(stopped)["global_step"] == stop_at
+
+    code, _, err = run_main("fit", *config(stopped), "--ckpt_path", "last", capsys=capsys)
+    assert code == 0, err[-3000:]
+    resumed, reference = last_checkpoint(stopped), last_checkpoint(straight)
+    assert resumed["global_step"] == reference["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH
+    assert_same_weights(resumed["state_dict"], reference["state_dict"])
+    assert resumed["lr_schedulers"] == reference["lr_schedulers"]
