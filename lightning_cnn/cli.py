@@ -31,7 +31,7 @@ from lightning_cnn.errors import UserError
 from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.prediction_writer import PredictionWriter
-from lightning_cnn.report import run_folder_name, run_versions, version_number
+from lightning_cnn.runs import claim_run_folder, remove_unfinished_run, run_folder_name, run_versions, version_number
 
 LOG_ROOT = "lightning_logs"
 RUN_ALIASES = ("best", "last")
@@ -107,7 +107,17 @@ class RunProgressBar(RichProgressBar):
 
 
 class RunConfigCallback(SaveConfigCallback):
-    """Saves the resolved config in the run folder: ``config.yaml`` for fit, ``config_<stage>.yaml`` otherwise."""
+    """Saves the resolved config in the run folder: ``config.yaml`` for fit, ``config_<stage>.yaml`` otherwise.
+
+    The run folder's number that the CLI claimed for a new run is left out of the saved config, so
+    that running it again starts a new run instead of writing into this one.
+    """
+
+    def __init__(self, *args: object, claimed_run: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if claimed_run:
+            self.config = self.config.clone()
+            self.config.trainer.logger.init_args.version = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         stage = TrainerFn(stage).value
@@ -127,6 +137,9 @@ class QuietUsageParser(LightningArgumentParser):
 
 
 class CNNLightningCLI(LightningCLI):
+    # The run folder that the last command of this process claimed (removed if the command fails untrained).
+    last_claimed_run: Path | None = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # last.ckpt at every epoch end and on SIGINT/SIGTERM (last_checkpoint.*); the predict CSV (predictions.*).
@@ -154,6 +167,9 @@ class CNNLightningCLI(LightningCLI):
         if subcommand:
             config = self.config[subcommand]
             resolve_run_checkpoint(config)
+            self.claimed_run = claim_new_run(config)
+            type(self).last_claimed_run = self.claimed_run
+            self.save_config_kwargs = {**self.save_config_kwargs, "claimed_run": self.claimed_run is not None}
             if config.get("ckpt_path") not in (None, *RUN_ALIASES):
                 # LightningCLI reads the checkpoint's hyperparameters next: a damaged file or a
                 # non-checkpoint must fail here with one clear sentence, not a traceback.
@@ -211,6 +227,23 @@ def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
         return None
     init_args = logger.init_args
     return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
+
+
+def claim_new_run(config: Namespace) -> Path | None:
+    """Claim a new run folder for a TensorBoard-logged command and pin the logger to it; returns the folder.
+
+    Nothing is claimed when the config names a run already (``version``, or a checkpoint of one), when
+    another logger is used, or on processes other than global rank zero (they log nothing; Lightning
+    broadcasts rank zero's folder to them).
+    """
+    logger = _tensorboard_root(config)
+    if logger is None or rank_zero_only.rank > 0:
+        return None
+    logger_args, experiment_dir = logger
+    if logger_args.get("version") is not None:
+        return None
+    logger_args.version = claim_run_folder(experiment_dir)
+    return experiment_dir / run_folder_name(logger_args.version)
 
 
 def resolve_run_checkpoint(config: Namespace) -> None:
@@ -274,6 +307,11 @@ def best_checkpoint(last: Path) -> Path:
     raise UserError(f"{last} records no best checkpoint that still exists; use --ckpt_path last or a file path")
 
 
+def _remove_claimed_run() -> None:
+    if CNNLightningCLI.last_claimed_run is not None:
+        remove_unfinished_run(CNNLightningCLI.last_claimed_run)
+
+
 def main(args: list[str] | None = None) -> None:
     if rank_zero_only.rank > 0:
         # Every process of a distributed run executes the same code: its warnings repeat rank zero's.
@@ -286,6 +324,7 @@ def main(args: list[str] | None = None) -> None:
     )
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
+    CNNLightningCLI.last_claimed_run = None
     try:
         if argv and argv[0] in TOOLS:
             # Not Lightning stages: each tool has its own small parser (see '<tool> --help').
@@ -308,13 +347,18 @@ def main(args: list[str] | None = None) -> None:
             args=args,
         )
     except UserError as error:
+        _remove_claimed_run()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except MisconfigurationException as error:
+        _remove_claimed_run()
         # Lightning's word for trainer settings that cannot work together or on this machine; its
         # message names them. A traceback would add nothing but noise.
         print(f"error: {error} (fix the trainer.* settings named; see --help)", file=sys.stderr)
         sys.exit(1)
+    except SystemExit:
+        _remove_claimed_run()  # the parser's own errors exit here; a claimed folder must not stay behind
+        raise
     except (SIGTERMException, KeyboardInterrupt):
         # fit saved last.ckpt already (LastCheckpoint); the exit status tells which signal stopped it.
         stopped_by = LastCheckpoint.stopped_by or signal.SIGINT

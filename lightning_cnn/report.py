@@ -115,22 +115,6 @@ class RunSummary:
         return ", ".join(parts)
 
 
-def version_number(run_dir: Path) -> int:
-    """The n of a ``version_<n>`` run folder, or -1 for any other folder."""
-    match = re.fullmatch(r"version_(\d+)", run_dir.name)
-    return int(match.group(1)) if match else -1
-
-
-def run_folder_name(version: int | str) -> str:
-    """The folder TensorBoardLogger writes a run to: ``version_<n>`` for a number, the string itself otherwise."""
-    return version if isinstance(version, str) else f"version_{version}"
-
-
-def run_versions(experiment_dir: Path) -> list[Path]:
-    """The ``version_<n>`` run folders of one experiment, newest (highest n) first."""
-    return sorted(experiment_dir.glob("version_*"), key=version_number, reverse=True)
-
-
 def _natural_key(text: str) -> list[int | str]:
     # version_10 sorts after version_9
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

@@ -25,7 +25,8 @@ import yaml
 
 from lightning_cnn.cli import tracked_best
 from lightning_cnn.errors import UserError
-from lightning_cnn.report import duration, percent, run_versions, summarize_run
+from lightning_cnn.report import duration, percent, summarize_run
+from lightning_cnn.runs import run_versions
 
 
 @dataclass
