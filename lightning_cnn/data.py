@@ -79,11 +79,35 @@ def idx_file_problem(path: Path) -> str | None:
     return None
 
 
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The array shape in the header of an IDX file (call only on a file that ``idx_file_problem`` passes)."""
+    with open(path, "rb") as file:
+        ndim = file.read(4)[3]
+        return struct.unpack(f">{ndim}I", file.read(4 * ndim))
+
+
+def split_mismatch(images: Path, labels: Path, image_size: tuple[int, int]) -> str | None:
+    """Why an images file and its labels file cannot be one split (wrong shapes, or counts that differ), or None."""
+    images_shape, labels_shape = idx_shape(images), idx_shape(labels)
+    if len(images_shape) != 3 or tuple(images_shape[1:]) != image_size:
+        return (
+            f"{images.name} holds an array of shape {images_shape} where images of "
+            f"{image_size[0]}x{image_size[1]} pixels are expected (is it a labels file?)"
+        )
+    if len(labels_shape) != 1:
+        return f"{labels.name} holds an array of shape {labels_shape} where one label per image is expected"
+    if images_shape[0] != labels_shape[0]:
+        return f"{images.name} holds {images_shape[0]} images but {labels.name} holds {labels_shape[0]} labels"
+    return None
+
+
 def damaged_raw_files(raw_dir: Path) -> dict[str, str]:
     """The extracted MNIST files in ``raw_dir`` that are damaged, each with the reason; empty when all are sound.
 
     Every file gets the cheap size-against-header check; a file with the official size must also have
-    the official MD5 (files of other sizes, such as small test datasets, are not official ones).
+    the official MD5 (files of other sizes, such as small test datasets, are not official ones). The
+    images and labels of each split must then agree: image shape, one label per image. This reads
+    headers only, so it runs before anything is parsed or written.
     """
     problems = {}
     for name, (official_size, official_md5) in OFFICIAL_EXTRACTED.items():
@@ -99,6 +123,12 @@ def damaged_raw_files(raw_dir: Path) -> dict[str, str]:
             problem = "its MD5 checksum does not match the official file"
         if problem is not None:
             problems[name] = problem
+    for split in ("train", "t10k"):
+        images, labels = raw_dir / f"{split}-images-idx3-ubyte", raw_dir / f"{split}-labels-idx1-ubyte"
+        if images.is_file() and labels.is_file() and images.name not in problems and labels.name not in problems:
+            mismatch = split_mismatch(images, labels, MNISTDataModule.image_shape[1:])
+            if mismatch is not None:
+                problems[images.name] = problems[labels.name] = mismatch
     return problems
 
 
@@ -279,9 +309,12 @@ class MNISTDataModule(pl.LightningDataModule):
         """Raise a DataError naming any damaged extracted MNIST file, before anything parses it."""
         damaged = damaged_raw_files(self.raw_dir)
         if damaged:
-            details = "; ".join(f"{name}: {why}" for name, why in damaged.items())
+            details = "; ".join(
+                dict.fromkeys(why if why.startswith(name) else f"{name}: {why}" for name, why in damaged.items())
+            )
             raise DataError(
-                f"damaged MNIST files in {self.raw_dir} ({details}); delete them and run with data.download=true "
+                f"damaged or mismatched MNIST files in {self.raw_dir} ({details}); delete them and run with "
+                "data.download=true "
                 "(they are extracted again from the verified .gz archives, or downloaded), or copy good copies there"
             )
 
