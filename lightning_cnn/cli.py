@@ -176,6 +176,14 @@ class CNNLightningCLI(LightningCLI):
                 load_checkpoint(config.ckpt_path)
             if "weights_only" in config and config.weights_only is None:
                 config.weights_only = True  # what torch does by default; stated so the saved config shows it
+            # LightningCLI next applies the checkpoint's hyperparameters to the model, whatever the
+            # subcommand. test/predict/validate want that (the network comes from the checkpoint); a
+            # resumed fit trains what its config says, and a checkpoint of another network is refused.
+            self.configured_model = config.model.clone() if subcommand == "fit" else None
+
+    def before_instantiate_classes(self) -> None:
+        if getattr(self, "configured_model", None) is not None:
+            self.config.fit.model = self.configured_model
 
     def _check_inputs(self) -> None:
         # Before the trainer starts (and creates a run folder): a checkpoint that does not fit the
