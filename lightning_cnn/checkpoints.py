@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import random
 import signal
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -121,10 +122,12 @@ class LastCheckpoint(ModelCheckpoint):
     Lightning (since 2.6) refreshes a ModelCheckpoint's ``save_last`` file only when a top-k file is
     saved in the same step, so ``last.ckpt`` could lag behind by many epochs; this callback writes it
     unconditionally. SIGTERM takes Lightning's own path (stop after the current batch); the first
-    Ctrl+C (SIGINT) is turned into the same request, so the checkpoint holds a whole optimizer step;
-    a second Ctrl+C stops at once and still saves. The checkpoint carries the random number
-    generators' state, so resuming gives the same dropout masks and augmentations as an
-    uninterrupted run.
+    Ctrl+C (SIGINT) is turned into the same request, so the checkpoint holds a whole optimizer step.
+    A second Ctrl+C stops validation at once; during training the stop is at most one step away and
+    it waits for it, so that the checkpoint still holds whole steps (a third aborts at once). Once
+    the stop is under way, further Ctrl+C are ignored: a checkpoint being written is never cut off.
+    The checkpoint carries the random number generators' state, so resuming gives the same dropout
+    masks and augmentations as an uninterrupted run.
 
     Args:
         every_n_train_steps: also write ``last.ckpt`` every this many optimizer steps (None: at epoch ends only).
@@ -144,6 +147,7 @@ class LastCheckpoint(ModelCheckpoint):
         )
         self._previous_sigint_handler: Any = None
         self._sigint_received = False
+        self._trainer: pl.Trainer | None = None
 
     @property
     def last_path(self) -> Path | None:
@@ -154,6 +158,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         type(self).stopped_by = None
         self._sigint_received = False
+        self._trainer = trainer
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -164,13 +169,24 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self._sigint_received = True
-        # A second Ctrl+C raises KeyboardInterrupt at once (Lightning still calls on_exception).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, self._on_second_sigint)
         sigterm_handler = signal.getsignal(signal.SIGTERM)
         if callable(sigterm_handler):
             sigterm_handler(signal.SIGTERM, frame)  # Lightning's connector: stop after the current batch
         else:
             raise KeyboardInterrupt
+
+    def _on_second_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if isinstance(sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt)):
+            return  # the stop is under way (its checkpoint may be being written): never cut it off
+        trainer = self._trainer
+        if trainer is not None and trainer.training and not (trainer.validating or trainer.sanity_checking):
+            # Training: the stop comes after the current step, milliseconds away; a KeyboardInterrupt
+            # now could save weights, optimizer and schedule halfway through it.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print("stopping after the current step and saving last.ckpt (Ctrl+C again aborts at once)", file=sys.stderr)
+            return
+        raise KeyboardInterrupt  # Lightning stops at once and still calls on_exception, which saves
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -183,6 +199,8 @@ class LastCheckpoint(ModelCheckpoint):
             return
         if trainer.global_step == 0:
             return  # nothing trained yet: no checkpoint is better than one of the initial weights
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would cut the save off (restored at teardown)
         # The full training state; Lightning writes a temporary file and renames it, so never half-written.
         trainer.save_checkpoint(path, weights_only=False)
         rank_zero_info(

@@ -14,6 +14,7 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -315,6 +316,11 @@ def best_checkpoint(last: Path) -> Path:
     raise UserError(f"{last} records no best checkpoint that still exists; use --ckpt_path last or a file path")
 
 
+def _exit_stopped(signum: signal.Signals) -> None:
+    print(f"stopped by {signum.name}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def _remove_claimed_run() -> None:
     if CNNLightningCLI.last_claimed_run is not None:
         remove_unfinished_run(CNNLightningCLI.last_claimed_run)
@@ -332,7 +338,8 @@ def main(args: list[str] | None = None) -> None:
     )
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
-    CNNLightningCLI.last_claimed_run = None
+    CNNLightningCLI.last_claimed_run, LastCheckpoint.stopped_by = None, None
+    sigint_handler = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         if argv and argv[0] in TOOLS:
             # Not Lightning stages: each tool has its own small parser (see '<tool> --help').
@@ -365,13 +372,21 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {error} (fix the trainer.* settings named; see --help)", file=sys.stderr)
         sys.exit(1)
     except SystemExit:
+        if LastCheckpoint.stopped_by is not None:
+            # Lightning exits with 1 after a KeyboardInterrupt (a second Ctrl+C); LastCheckpoint saved.
+            _exit_stopped(LastCheckpoint.stopped_by)
         _remove_claimed_run()  # the parser's own errors exit here; a claimed folder must not stay behind
         raise
     except (SIGTERMException, KeyboardInterrupt):
         # fit saved last.ckpt already (LastCheckpoint); the exit status tells which signal stopped it.
-        stopped_by = LastCheckpoint.stopped_by or signal.SIGINT
-        print(f"stopped by {stopped_by.name}", file=sys.stderr)
-        sys.exit(128 + stopped_by)
+        _exit_stopped(LastCheckpoint.stopped_by or signal.SIGINT)
+    finally:
+        # A stopped fit ends in an exception, where Lightning calls no teardown: give Ctrl+C back to the
+        # caller; but when the caller is Python's default, one more Ctrl+C while the process exits would
+        # only turn the exit status of the saved stop into a KeyboardInterrupt.
+        if sigint_handler is not None:
+            stopped = LastCheckpoint.stopped_by is not None and sigint_handler is signal.default_int_handler
+            signal.signal(signal.SIGINT, signal.SIG_IGN if stopped else sigint_handler)
     failures = getattr(cli.datamodule, "predict_failures", None)
     if cli.subcommand == "predict" and failures:
         print(f"error: {len(failures)} files could not be read and were skipped (listed above)", file=sys.stderr)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,7 @@ def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[i
     """
     from lightning_cnn.cli import main
 
-    code, argv = 0, sys.argv
+    code, argv, sigint_handler = 0, sys.argv, signal.getsignal(signal.SIGINT)
     sys.argv = ["lightning_cnn", *args]  # where LightningCLI looks, as for a real command line
     try:
         main()
@@ -115,6 +117,7 @@ def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[i
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     finally:
         sys.argv = argv
+        signal.signal(signal.SIGINT, sigint_handler)  # a stopped fit leaves Ctrl+C ignored, as a process exits
     if capsys is None:
         return code, "", ""
     captured = capsys.readouterr()
@@ -123,11 +126,30 @@ def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[i
 
 class SignalAtStep(Callback):
     """Sends ``signum`` to this process once ``global_step`` reaches ``step``: a user's Ctrl+C or a scheduler's
-    SIGTERM, at a step the test chooses."""
+    SIGTERM, at a step the test chooses; with ``again_after``, the same signal once more that many seconds later."""
 
-    def __init__(self, step: int, signum: int = 15) -> None:
-        self.step, self.signum = step, signum
+    timers: list[threading.Timer] = []
+
+    def __init__(self, step: int, signum: int = 15, again_after: float | None = None) -> None:
+        self.step, self.signum, self.again_after = step, signum, again_after
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+            if self.again_after is not None:
+                timer = threading.Timer(self.again_after, os.kill, (os.getpid(), self.signum))
+                type(self).timers.append(timer)
+                timer.start()
+
+    @classmethod
+    def join_timers(cls) -> None:
+        while cls.timers:
+            cls.timers.pop().join()
+
+
+class SignalDuringSave(Callback):
+    """Sends SIGINT while the checkpoint of a stop is being written: a second Ctrl+C at the worst moment."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: ANN001
+        if trainer.received_sigterm:
+            os.kill(os.getpid(), signal.SIGINT)

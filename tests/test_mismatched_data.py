@@ -14,8 +14,16 @@ from lightning_cnn.errors import DataError
 RAW = "MNIST/raw"
 # (file copied, file it replaces, words the error must contain)
 SWAPS = {
-    "test labels over train labels": ("t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte", ["500 images", "200 labels"]),
-    "test images over train images": ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte", ["200 images", "500 labels"]),
+    "test labels over train labels": (
+        "t10k-labels-idx1-ubyte",
+        "train-labels-idx1-ubyte",
+        ["500 images", "200 labels"],
+    ),
+    "test images over train images": (
+        "t10k-images-idx3-ubyte",
+        "train-images-idx3-ubyte",
+        ["200 images", "500 labels"],
+    ),
     "images over labels": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", ["one label per image"]),
     "labels over images": ("train-labels-idx1-ubyte", "train-images-idx3-ubyte", ["28x28", "labels file"]),
     "test images over test labels": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", ["one label per image"]),

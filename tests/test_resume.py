@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_synthetic_mnist, run_cli, run_main
+from conftest import SignalAtStep, make_synthetic_mnist, run_cli, run_main
 
 MAX_EPOCHS = 4
 STEPS_PER_EPOCH = 25  # 500 training images in batches of 20
@@ -83,7 +83,7 @@ def test_resume_at_an_epoch_boundary_gives_the_same_weights(uninterrupted, tmp_p
     assert_same_weights(checkpoint["state_dict"], uninterrupted["state_dict"])
 
 
-def interrupt(root: Path, signum: signal.Signals) -> subprocess.CompletedProcess:
+def interrupt(root: Path, signum: signal.Signals, again_after: float | None = None) -> subprocess.CompletedProcess:
     """Start fit, send ``signum`` as soon as a first last.ckpt exists, and wait for the exit.
 
     last.ckpt is also written every 5 steps here, so the first one appears inside the first epoch
@@ -99,6 +99,10 @@ def interrupt(root: Path, signum: signal.Signals) -> subprocess.CompletedProcess
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signum)
+    if again_after is not None:
+        time.sleep(again_after)
+        if process.poll() is None:
+            process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -183,3 +187,47 @@ def test_resume_inside_an_epoch_gives_the_same_weights_with_every_scheduler(sche
     assert resumed["global_step"] == reference["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH
     assert_same_weights(resumed["state_dict"], reference["state_dict"])
     assert resumed["lr_schedulers"] == reference["lr_schedulers"]
+
+
+def second_ctrl_c(root: Path, capsys, delay: float | None) -> tuple[int, str]:  # noqa: ANN001
+    """fit stopped by a Ctrl+C at step 30 and a second one ``delay`` seconds later (None: while the save is written)."""
+    first = {"step": 30, "signum": int(signal.SIGINT), "again_after": delay}
+    callbacks = [{"class_path": "conftest.SignalAtStep", "init_args": first}]
+    if delay is None:
+        callbacks.append({"class_path": "conftest.SignalDuringSave"})
+    # A second signal that lands after fit has finished must not reach pytest.
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        code, _, err = run_main(
+            "fit",
+            *("--config", str(root / "config.yaml")),
+            *(f"--trainer.callbacks+={json.dumps(callback)}" for callback in callbacks),
+            capsys=capsys,
+        )
+        SignalAtStep.join_timers()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code, err
+
+
+@pytest.mark.parametrize("delay", [None, 0.0, 0.002, 0.01, 0.05, 0.1, 0.3])
+def test_a_second_ctrl_c_at_any_moment_still_saves_a_whole_checkpoint(delay, tmp_path, capsys):
+    write_config(tmp_path, make_synthetic_mnist(tmp_path / "data"))
+    code, err = second_ctrl_c(tmp_path, capsys, delay)
+    assert code == 128 + signal.SIGINT, err[-3000:]
+    assert "Traceback" not in err
+    saved = last_checkpoint(tmp_path)  # written whole: it loads
+    assert 30 <= saved["global_step"] < MAX_EPOCHS * STEPS_PER_EPOCH
+    assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
+    assert not list((tmp_path / "logs").rglob("*.tmp"))
+
+
+def test_two_ctrl_c_50_ms_apart_exit_130_with_last_saved(tmp_path):
+    write_config(tmp_path, make_synthetic_mnist(tmp_path / "data"))
+    stopped = interrupt(tmp_path, signal.SIGINT, again_after=0.05)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    saved = last_checkpoint(tmp_path)
+    assert 5 <= saved["global_step"] < MAX_EPOCHS * STEPS_PER_EPOCH
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
