@@ -192,6 +192,15 @@ class CNNLightningCLI(LightningCLI):
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path is not None and ckpt_path not in RUN_ALIASES:
             validate_checkpoint(ckpt_path, self.model)
+        self.model.check_backbone()
+        if self.subcommand == "fit":
+            self.model.check_optimization()
+            if self.model.monitors_validation() and isinstance(self.datamodule, MNISTDataModule):
+                if not self.datamodule.has_validation:
+                    raise UserError(
+                        "model.scheduler ReduceLROnPlateau watches val/loss, but data.val_split=0 holds out no "
+                        "validation images; set data.val_split (such as 5000) or choose another scheduler"
+                    )
         if self.subcommand == "validate" and isinstance(self.datamodule, MNISTDataModule):
             # Before a run folder exists: nothing is written for a request that cannot run.
             self.datamodule.require_validation()

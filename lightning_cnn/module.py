@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -157,17 +158,89 @@ class ImageClassifier(pl.LightningModule):
         # and tells Lightning it is synced.
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
 
+    def check_backbone(self) -> None:
+        """Raise a ModelConfigError unless the backbone has trainable weights and maps images to one logit per class.
+
+        Checked on the summary's example input before anything runs, so that a network that cannot
+        train stops with one sentence instead of a traceback from the first training step.
+        """
+        name = type(self.backbone).__name__
+        if not any(parameter.requires_grad for parameter in self.backbone.parameters()):
+            raise ModelConfigError(
+                f"model.backbone {name} has no trainable parameters; choose a network such as "
+                "lightning_cnn.models.TwoConvNet"
+            )
+        images = self.example_input_array
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                logits = self.backbone(images.to(self.device))
+        except (RuntimeError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ModelConfigError(
+                f"model.backbone {name} cannot take images of shape {tuple(images.shape[1:])} ({reason}); "
+                "choose a network built for this data's image size and channels"
+            ) from None
+        finally:
+            self.train(was_training)
+        expected = (images.shape[0], self.hparams.num_classes)
+        if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
+            shape = tuple(logits.shape[1:]) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ModelConfigError(
+                f"model.backbone {name} returns outputs of shape {shape} per image, where the data has "
+                f"{self.hparams.num_classes} "
+                f"classes; set the network's number of outputs (model.backbone.init_args.num_classes) to "
+                f"{self.hparams.num_classes}"
+            )
+
+    def check_optimization(self) -> None:
+        """Raise a ModelConfigError when the optimizer or schedule cannot train: a learning rate that is not positive.
+
+        The optimizer and scheduler are built once on a stand-in step count, before any run folder exists.
+        """
+        try:
+            optimizer = self.optimizer_factory(self.parameters())
+        except ValueError as error:  # torch's own range checks ("Invalid learning rate: -0.1")
+            raise ModelConfigError(f"model.optimizer: {error}; use a positive learning rate") from None
+        for group in optimizer.param_groups:
+            if isinstance(group.get("lr"), (int, float)) and not group["lr"] > 0:
+                raise ModelConfigError(
+                    f"model.optimizer {type(optimizer).__name__} has learning rate {group['lr']}; "
+                    "set model.optimizer.init_args.lr to a positive value"
+                )
+        if self.scheduler_factory is None:
+            return
+        try:
+            self._build_scheduler(optimizer, lambda: 100)
+        except ValueError as error:
+            raise ModelConfigError(f"model.scheduler: {error}; check model.scheduler.init_args") from None
+        for group in optimizer.param_groups:
+            if "max_lr" in group and not group["max_lr"] > 0:
+                raise ModelConfigError(
+                    f"model.scheduler has max_lr {group['max_lr']}; set model.scheduler.init_args.max_lr to a "
+                    "positive value"
+                )
+
+    def monitors_validation(self) -> bool:
+        """Whether the learning-rate schedule watches a validation metric (ReduceLROnPlateau on val/loss)."""
+        if self.scheduler_factory is None:
+            return False
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = self._build_scheduler(optimizer, lambda: 100)
+        return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several return shapes)
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self._build_scheduler(optimizer)
+        scheduler = self._build_scheduler(optimizer, lambda: int(self.trainer.estimated_stepping_batches))
         config = {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def _build_scheduler(self, optimizer: torch.optim.Optimizer):  # noqa: ANN202
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: Callable[[], int]):  # noqa: ANN202
         factory = self.scheduler_factory
         # The CLI hands over functools.partial(instantiate, SchedulerClass, **init_args).
         if isinstance(factory, functools.partial):
@@ -177,5 +250,5 @@ class ImageClassifier(pl.LightningModule):
         extra = {}
         takes_total_steps = "total_steps" in inspect.signature(scheduler_class).parameters
         if takes_total_steps and given.get("total_steps") is None and given.get("epochs") is None:
-            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            extra["total_steps"] = total_steps()
         return factory(optimizer, **extra)
