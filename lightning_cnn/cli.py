@@ -195,15 +195,19 @@ class CNNLightningCLI(LightningCLI):
         self.model.check_backbone()
         if self.subcommand == "fit":
             self.model.check_optimization()
-            if self.model.monitors_validation() and isinstance(self.datamodule, MNISTDataModule):
-                if not self.datamodule.has_validation:
-                    raise UserError(
-                        "model.scheduler ReduceLROnPlateau watches val/loss, but data.val_split=0 holds out no "
-                        "validation images; set data.val_split (such as 5000) or choose another scheduler"
-                    )
+            without_validation = isinstance(self.datamodule, MNISTDataModule) and not self.datamodule.has_validation
+            if without_validation and self.model.monitors_validation():
+                raise UserError(
+                    "model.scheduler ReduceLROnPlateau watches val/loss, but data.val_split=0 holds out no "
+                    "validation images; set data.val_split (such as 5000) or choose another scheduler"
+                )
         if self.subcommand == "validate" and isinstance(self.datamodule, MNISTDataModule):
             # Before a run folder exists: nothing is written for a request that cannot run.
             self.datamodule.require_validation()
+        if self.subcommand == "predict":
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, PredictionWriter):
+                    callback.check_output()
         if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
             self.datamodule.read_predict_images()
 
@@ -317,12 +321,14 @@ def best_checkpoint(last: Path) -> Path:
         )
     for callback_state in tracked:
         if callback_state.get("best_model_path"):
-            best = Path(callback_state["best_model_path"])
-            # The run folder may have moved since: look beside last.ckpt first.
-            for candidate in (last.parent / best.name, best):
-                if candidate.is_file():
-                    return candidate
-    raise UserError(f"{last} records no best checkpoint that still exists; use --ckpt_path last or a file path")
+            # Only inside this run's own folder: the recorded path may be relative to another working
+            # directory, or name a file of another run (the folder may also have moved since).
+            candidate = last.parent / Path(callback_state["best_model_path"]).name
+            if candidate.is_file():
+                return candidate
+    raise UserError(
+        f"{last} records a best checkpoint that is no longer in {last.parent}; use --ckpt_path last or a file path"
+    )
 
 
 def _exit_stopped(signum: signal.Signals) -> None:

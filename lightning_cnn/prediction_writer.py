@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
+from lightning_cnn.errors import UserError
+
 DEFAULT_FILENAME = "predictions.csv"
 
 
@@ -35,6 +37,25 @@ class PredictionWriter(BasePredictionWriter):
         self._indices: list[Tensor] = []
         self._probabilities: list[Tensor] = []
         self.written: Path | None = None
+
+    def check_output(self) -> None:
+        """Raise a UserError, before anything is predicted, when ``output`` is a folder or cannot be written."""
+        if self.output is None:
+            return  # the run folder, which the CLI has just created
+        if self.output.is_dir():
+            raise UserError(
+                f"--predictions.output {self.output} is a folder; give a file name, such as "
+                f"{self.output / DEFAULT_FILENAME}"
+            )
+        existing = next(parent for parent in (self.output, *self.output.parents) if parent.exists())
+        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        if existing == self.output:
+            writable = os.access(self.output, os.W_OK) and os.access(self.output.parent, os.W_OK | os.X_OK)
+        if not writable:
+            raise UserError(
+                f"--predictions.output {self.output} cannot be written ({existing} is not a writable folder); "
+                "choose a file in a folder you can write"
+            )
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._indices, self._probabilities, self.written = [], [], None
