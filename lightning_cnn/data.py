@@ -346,9 +346,13 @@ class MNISTDataModule(pl.LightningDataModule):
             try:
                 MNIST(self.data_dir, train=train, download=True)
             except (RuntimeError, OSError) as error:
+                # torchvision's message lists every mirror tried, over several lines: keep the last reason.
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                reasons = [line for line in lines[1:] if not line.startswith("Tried ")] or lines[:1]
+                reason = reasons[-1] if reasons else type(error).__name__
                 names = ", ".join(MNIST_FILES)
                 raise DataError(
-                    f"could not download MNIST into {self.raw_dir} ({error}); without network access, "
+                    f"could not download MNIST into {self.raw_dir} ({reason}); without network access, "
                     f"copy the four official files {names} into {self.raw_dir}/ and run again"
                 ) from None
 

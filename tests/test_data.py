@@ -182,6 +182,7 @@ def test_failed_download_names_the_four_files_and_the_folder(tmp_path, monkeypat
     message = str(error.value)
     assert all(name in message for name in MNIST_FILES)
     assert str(tmp_path / "empty" / "MNIST" / "raw") in message
+    assert "\n" not in message and "Tried " not in message  # one line: the reason, not every mirror tried
 
 
 def test_validation_split_larger_than_the_data_is_rejected(synthetic_data_dir):
