@@ -67,6 +67,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def rename_positional_keys(state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``state_dict`` with positional names of ``nn.Sequential`` children (``backbone.0.weight``) renamed to
+    ``model``'s names for the same positions (``backbone.conv1.weight``).
+
+    The zoo once built its networks as anonymous sequences; their checkpoints still load. Keys that
+    do not lead through ``model`` this way are left as they are (the architecture check names them).
+    """
+    renamed = {}
+    for key, value in state_dict.items():
+        module, parts = model, key.split(".")
+        for index, part in enumerate(parts[:-1]):
+            children = dict(module.named_children())
+            if part not in children and part.isdigit() and isinstance(module, nn.Sequential):
+                names = list(children)
+                if int(part) >= len(names):
+                    break
+                parts[index] = part = names[int(part)]
+            if part not in children:
+                break
+            module = children[part]
+        renamed[".".join(parts)] = value
+    return renamed
+
+
 def check_architecture(checkpoint: dict[str, Any], model: nn.Module, path: str | Path) -> None:
     """Raise a CheckpointError unless the checkpoint's weights fit ``model`` name for name and shape for shape."""
     saved = checkpoint["state_dict"]
@@ -97,6 +121,7 @@ def check_architecture(checkpoint: dict[str, Any], model: nn.Module, path: str |
 def validate_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load ``path`` safely and check that it fits ``model``; returns the checkpoint."""
     checkpoint = load_checkpoint(path)
+    checkpoint["state_dict"] = rename_positional_keys(checkpoint["state_dict"], model)
     check_architecture(checkpoint, model, path)
     return checkpoint
 

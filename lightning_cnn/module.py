@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_cnn.checkpoints import rename_positional_keys
 from lightning_cnn.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -76,6 +77,10 @@ class ImageClassifier(pl.LightningModule):
         # The first global step whose training loss was not finite (-1: none). It is updated on the
         # device every step and read on the host only at the checks, so there is no sync per step.
         self.register_buffer("first_nonfinite_step", torch.tensor(-1), persistent=False)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints of the zoo's former anonymous sequences (backbone.0.weight) load into the named layers.
+        checkpoint["state_dict"] = rename_positional_keys(checkpoint["state_dict"], self)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone(images)

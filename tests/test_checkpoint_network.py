@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import make_synthetic_mnist, run_main
 
@@ -90,5 +91,25 @@ def test_test_still_rebuilds_the_network_from_the_checkpoint(trained, capsys):
     root = trained["root"]
     config = write_config(root, "two_conv", "lightning_cnn.models.TwoConvNet", "torch.optim.Adam")
     code, out, err = run_main("test", "--config", str(config), "--ckpt_path", str(trained["keras"]), capsys=capsys)
+    assert code == 0, err[-3000:]
+    assert "test/acc" in out
+
+
+def test_a_checkpoint_with_the_former_positional_layer_names_still_tests(trained, capsys):
+    root = trained["root"]
+    checkpoint = torch.load(trained["two_conv"], weights_only=True)
+    names = ["conv1", "pool1", "relu1", "conv2", "dropout", "pool2", "relu2", "flatten", "fc"]
+    checkpoint["state_dict"] = {
+        key.replace(f"backbone.{name}.", f"backbone.{names.index(name)}.")
+        if key.startswith("backbone.")
+        else key: value
+        for key, value in checkpoint["state_dict"].items()
+        for name in [key.split(".")[1]]
+    }
+    assert "backbone.0.weight" in checkpoint["state_dict"]
+    old = root / "positional.ckpt"
+    torch.save(checkpoint, old)
+    config = write_config(root, "two_conv", "lightning_cnn.models.TwoConvNet", "torch.optim.Adam")
+    code, out, err = run_main("test", "--config", str(config), "--ckpt_path", str(old), capsys=capsys)
     assert code == 0, err[-3000:]
     assert "test/acc" in out

@@ -23,10 +23,10 @@ EPOCH_IMAGE_TAGS = {
     "train/inputs",
     "val/misclassified",
     "val/confusion_matrix",
-    "filters/backbone.0",
+    "filters/backbone.conv1",
     "feature_maps/input",
-    "feature_maps/backbone.0",  # TwoConvNet's two convolutions
-    "feature_maps/backbone.3",
+    "feature_maps/backbone.conv1",  # TwoConvNet's two convolutions
+    "feature_maps/backbone.conv2",
 }
 TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix"}
 
@@ -137,7 +137,7 @@ def test_image_kinds_switch_off_in_yaml(tmp_path):
     result = run_cli("fit", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     events = load_events(tmp_path / "logs" / "quickstart" / "version_0")
-    assert set(events.Tags()["images"]) == {"train/inputs", "val/misclassified", "filters/backbone.0"}
+    assert set(events.Tags()["images"]) == {"train/inputs", "val/misclassified", "filters/backbone.conv1"}
     assert not events.Tags()["graph"]
 
 

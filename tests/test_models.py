@@ -51,3 +51,36 @@ def test_batchnorm_cnn_width_scales_parameters():
     assert models.count_parameters(models.BatchNormCNN(width=16)) < models.count_parameters(
         models.BatchNormCNN(width=32)
     )
+
+
+ZOO = [getattr(models, name) for name in models.__all__ if isinstance(getattr(models, name), type)]
+
+
+def positional_key(model: torch.nn.Module, key: str) -> str:
+    """The key an anonymous ``nn.Sequential`` would have given the same weight (``conv1`` -> ``0``)."""
+    parts, module = key.split("."), model
+    for index, part in enumerate(parts[:-1]):
+        children = dict(module.named_children())
+        if isinstance(module, torch.nn.Sequential):
+            parts[index] = str(list(children).index(part))
+        module = children[part]
+    return ".".join(parts)
+
+
+@pytest.mark.parametrize("model_class", ZOO)
+def test_every_zoo_network_names_its_layers(model_class):
+    names = [name for name, _ in model_class().named_modules() if name]
+    assert names and not any(part.isdigit() for name in names for part in name.split(".")), names
+
+
+@pytest.mark.parametrize("model_class", ZOO)
+def test_checkpoints_with_the_former_positional_names_still_load(model_class):
+    from lightning_cnn.checkpoints import rename_positional_keys
+
+    torch.manual_seed(0)
+    trained, fresh = model_class().eval(), model_class().eval()
+    old_style = {positional_key(trained, key): value for key, value in trained.state_dict().items()}
+    assert set(old_style) != set(trained.state_dict())  # the old names really differ
+    fresh.load_state_dict(rename_positional_keys(old_style, fresh))  # strict: every key found
+    images = torch.randn(2, 1, 28, 28)
+    assert torch.equal(fresh(images), trained(images))

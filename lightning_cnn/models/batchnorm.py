@@ -5,14 +5,18 @@ average pooling and one linear layer. With augmentation it reaches the 99.7% ran
 published single plain CNNs on MNIST.
 """
 
+from collections import OrderedDict
+
 from torch import Tensor, nn
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            bn=nn.BatchNorm2d(out_channels),
+            relu=nn.ReLU(inplace=True),
+        )
     )
 
 
@@ -29,20 +33,24 @@ class BatchNormCNN(nn.Module):
         super().__init__()
         widths = (width, 2 * width, 4 * width)
         self.features = nn.Sequential(
-            conv_bn_relu(in_channels, widths[0]),
-            conv_bn_relu(widths[0], widths[0]),
-            nn.MaxPool2d(2),  # 28 -> 14
-            conv_bn_relu(widths[0], widths[1]),
-            conv_bn_relu(widths[1], widths[1]),
-            nn.MaxPool2d(2),  # 14 -> 7
-            conv_bn_relu(widths[1], widths[2]),
-            conv_bn_relu(widths[2], widths[2]),
+            OrderedDict(
+                block1=conv_bn_relu(in_channels, widths[0]),
+                block2=conv_bn_relu(widths[0], widths[0]),
+                pool1=nn.MaxPool2d(2),  # 28 -> 14
+                block3=conv_bn_relu(widths[0], widths[1]),
+                block4=conv_bn_relu(widths[1], widths[1]),
+                pool2=nn.MaxPool2d(2),  # 14 -> 7
+                block5=conv_bn_relu(widths[1], widths[2]),
+                block6=conv_bn_relu(widths[2], widths[2]),
+            )
         )
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(widths[2], num_classes),
+            OrderedDict(
+                pool=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(),
+                dropout=nn.Dropout(dropout),
+                fc=nn.Linear(widths[2], num_classes),
+            )
         )
 
     def forward(self, images: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
 """The networks of the MNIST tutorials this project grew from, layer for layer.
 
 Each returns logits (the originals end in log-softmax or softmax); parameter counts are for a
-1x28x28 input and 10 classes and are checked by the tests.
+1x28x28 input and 10 classes and are checked by the tests. Layers are named as the tutorials
+name them (``conv1``, ``pool1``, ``fc``), so summaries and dashboard tags read the same.
 """
+
+from collections import OrderedDict
 
 from torch import nn
 
@@ -16,15 +19,17 @@ class TwoConvNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: bool = True) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 10, kernel_size=5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(10, 20, kernel_size=5),
-            nn.Dropout2d() if dropout else nn.Identity(),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(320, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
+                pool1=nn.MaxPool2d(2),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(10, 20, kernel_size=5),
+                dropout=nn.Dropout2d() if dropout else nn.Identity(),
+                pool2=nn.MaxPool2d(2),
+                relu2=nn.ReLU(),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(320, num_classes),
+            )
         )
 
 
@@ -37,19 +42,21 @@ class ThreeConvNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 10, kernel_size=5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(10, 40, kernel_size=3),
-            nn.Dropout2d(),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(40, 80, kernel_size=2),
-            nn.Dropout2d(),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(320, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
+                pool1=nn.MaxPool2d(2),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(10, 40, kernel_size=3),
+                dropout2=nn.Dropout2d(),
+                pool2=nn.MaxPool2d(2),
+                relu2=nn.ReLU(),
+                conv3=nn.Conv2d(40, 80, kernel_size=2),
+                dropout3=nn.Dropout2d(),
+                pool3=nn.MaxPool2d(2),
+                relu3=nn.ReLU(),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(320, num_classes),
+            )
         )
 
 
@@ -62,16 +69,18 @@ class ConvMLPNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, hidden_features: int = 128) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, hidden_features),
-            nn.ReLU(),
-            nn.Linear(hidden_features, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
+                relu1=nn.ReLU(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(32, 64, kernel_size=3, padding=1),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc1=nn.Linear(64 * 7 * 7, hidden_features),
+                relu3=nn.ReLU(),
+                fc2=nn.Linear(hidden_features, num_classes),
+            )
         )
 
 
@@ -84,16 +93,18 @@ class KerasConvNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, kernel_size=3),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(128 * 3 * 3, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+                relu1=nn.ReLU(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(32, 64, kernel_size=3),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                conv3=nn.Conv2d(64, 128, kernel_size=3),
+                relu3=nn.ReLU(),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(128 * 3 * 3, num_classes),
+            )
         )
 
 
@@ -107,14 +118,16 @@ class SmallConvNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64 * 6 * 6, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+                relu1=nn.ReLU(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(32, 64, kernel_size=2),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(64 * 6 * 6, num_classes),
+            )
         )
 
 
@@ -126,14 +139,16 @@ class SmallConvKerasNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64 * 5 * 5, num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+                relu1=nn.ReLU(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(32, 64, kernel_size=3),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(64 * 5 * 5, num_classes),
+            )
         )
 
 
