@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_synthetic_mnist, run_cli
+from conftest import make_synthetic_mnist, run_cli, run_main
 from PIL import Image
 
 from lightning_cnn.data import MNISTDataModule
@@ -114,15 +114,16 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_clear_error(case, workspace):
+def test_bad_input_gets_one_clear_error(case, workspace, monkeypatch, capsys):
     args, status, words = CASES[case]
-    result = run_cli(*args, cwd=workspace)
-    assert result.returncode == status, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr[-3000:]
+    monkeypatch.chdir(workspace)
+    code, _, stderr = run_main(*args, capsys=capsys)
+    assert code == status, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, stderr[-3000:]
     # jsonargparse puts the offending key on the line after "error:"; ours is one line.
-    message = result.stderr[result.stderr.index(error_lines[0]) :]
+    message = stderr[stderr.index(error_lines[0]) :]
     for word in words:
         assert word in message, message
     # Nothing half-written: no run folder with an empty event file, no export or CSV files.
