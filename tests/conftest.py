@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 import signal
@@ -9,6 +12,8 @@ import struct
 import subprocess
 import sys
 import threading
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +94,68 @@ def real_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m lightning_cnn`` in a subprocess, as a user would."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_cnn", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, env: dict | None = None, subprocess_: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``python -m lightning_cnn`` as a user would, with its exit status, stdout and stderr.
+
+    In this process by default (a Python start costs seconds of imports); ``subprocess_=True`` starts
+    a real process, for the tests where the process boundary is the point.
+    """
+    if subprocess_:
+        full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "lightning_cnn", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
+    return _run_in_process(list(args), cwd, env or {})
+
+
+def _run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    from lightning_cnn.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    # Lightning's console messages go through logging handlers that hold the stream they were made with.
+    handlers = [
+        handler
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler
+    ]
+    streams = [handler.setStream(err) for handler in handlers]
+    saved_env = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    argv, previous_dir, sigint_handler = sys.argv, os.getcwd(), signal.getsignal(signal.SIGINT)
+    sys.argv = ["lightning_cnn", *args]
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore does for a real process
+            try:
+                main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # what a real process would print before exiting with 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(previous_dir)
+        sys.argv = argv
+        signal.signal(signal.SIGINT, sigint_handler)
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["lightning_cnn", *args], code, out.getvalue(), err.getvalue())
 
 
 def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[int, str, str]:

@@ -26,7 +26,8 @@ def synthetic(data_dir: Path) -> list[str]:
 
 
 def test_help_lists_the_subcommands(tmp_path):
-    result = run_cli("--help", cwd=tmp_path)
+    # The smoke test of `python -m lightning_cnn` in a real process; the other CLI tests run in-process.
+    result = run_cli("--help", cwd=tmp_path, subprocess_=True)
     assert result.returncode == 0
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in result.stdout
