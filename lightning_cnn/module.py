@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -246,14 +244,14 @@ class ImageClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def _build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: Callable[[], int]):  # noqa: ANN202
-        factory = self.scheduler_factory
-        # The CLI hands over functools.partial(instantiate, SchedulerClass, **init_args).
-        if isinstance(factory, functools.partial):
-            scheduler_class, given = (factory.args[-1] if factory.args else factory.func), factory.keywords
-        else:
-            scheduler_class, given = factory, {}
-        extra = {}
-        takes_total_steps = "total_steps" in inspect.signature(scheduler_class).parameters
-        if takes_total_steps and given.get("total_steps") is None and given.get("epochs") is None:
-            extra["total_steps"] = total_steps()
-        return factory(optimizer, **extra)
+        """The configured scheduler; one that needs the run's length (OneCycleLR) and was given none gets
+        ``total_steps``."""
+        try:
+            return self.scheduler_factory(optimizer)
+        except ValueError as error:
+            # OneCycleLR refuses to start without total_steps (or epochs and steps_per_epoch); it
+            # checks that before touching the optimizer. Only then is the run's own length supplied.
+            try:
+                return self.scheduler_factory(optimizer, total_steps=total_steps())
+            except (TypeError, ValueError):
+                raise error from None
