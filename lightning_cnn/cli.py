@@ -1,4 +1,4 @@
-"""The command line: LightningCLI over ImageClassifier and MNISTDataModule, plus what it must add.
+"""The command line: LightningCLI over ImageClassifier and any ImageDataModule (MNIST by default), and additions.
 
 Additions: a best/last ModelCheckpoint configurable under ``checkpoint.*``, links that pass the
 data's class count and image shape to the model, ``--ckpt_path best|last`` resolved to the newest
@@ -17,6 +17,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
@@ -27,14 +28,16 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from lightning_cnn.checkpoints import LastCheckpoint, load_checkpoint, validate_checkpoint
-from lightning_cnn.data import MNISTDataModule
+from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
+from lightning_cnn.option_errors import one_line
 from lightning_cnn.prediction_writer import PredictionWriter
 from lightning_cnn.runs import claim_run_folder, remove_unfinished_run, run_folder_name, run_versions, version_number
 
 LOG_ROOT = "lightning_logs"
+DEFAULT_DATA = "lightning_cnn.data.MNISTDataModule"
 RUN_ALIASES = ("best", "last")
 PROGRESS_BAR_REFRESH_PER_SECOND = 4
 # Commands beside LightningCLI's fit/validate/test/predict: name -> module with a main(args).
@@ -54,9 +57,9 @@ class GlobalBatchSizeLogger(Callback):
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        per_device = getattr(trainer.datamodule, "batch_size", None)
-        if per_device is None:
+        if not isinstance(trainer.datamodule, ImageDataModule):
             return
+        per_device = trainer.datamodule.batch_size
         processes, accumulation = trainer.world_size, trainer.accumulate_grad_batches
         global_batch_size = per_device * processes * accumulation
         rank_zero_info(
@@ -132,9 +135,15 @@ class QuietUsageParser(LightningArgumentParser):
     (The usage of a LightningCLI subcommand runs to hundreds of lines and buries the one that matters.)
     """
 
+    # The command line being parsed, to name the option and value a rejected-value error is about.
+    command_line: list[str] = []
+
     def print_usage(self, file: object = None) -> None:
         if file is not sys.stderr:
             super().print_usage(file)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(one_line(message, self.command_line), ex)
 
 
 class CNNLightningCLI(LightningCLI):
@@ -159,6 +168,8 @@ class CNNLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Any ImageDataModule; data.class_path chooses another (the MNIST options apply without it).
+        parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_shape", "model.input_shape", apply_on="instantiate")
 
@@ -195,21 +206,17 @@ class CNNLightningCLI(LightningCLI):
         self.model.check_backbone()
         if self.subcommand == "fit":
             self.model.check_optimization()
-            without_validation = isinstance(self.datamodule, MNISTDataModule) and not self.datamodule.has_validation
-            if without_validation and self.model.monitors_validation():
+            if not self.datamodule.has_validation and self.model.monitors_validation():
                 raise UserError(
-                    "model.scheduler ReduceLROnPlateau watches val/loss, but data.val_split=0 holds out no "
-                    "validation images; set data.val_split (such as 5000) or choose another scheduler"
+                    "model.scheduler ReduceLROnPlateau watches val/loss, but the data holds out no validation "
+                    "images (data.val_split=0); set data.val_split (such as 5000) or choose another scheduler"
                 )
-        if self.subcommand == "validate" and isinstance(self.datamodule, MNISTDataModule):
-            # Before a run folder exists: nothing is written for a request that cannot run.
-            self.datamodule.require_validation()
         if self.subcommand == "predict":
             for callback in self.trainer.callbacks:
                 if isinstance(callback, PredictionWriter):
                     callback.check_output()
-        if self.subcommand == "predict" and getattr(self.datamodule, "predict_path", None) is not None:
-            self.datamodule.read_predict_images()
+        # Before a run folder exists: nothing is written for a request that cannot run.
+        self.datamodule.check_inputs(self.subcommand)
 
     before_fit = before_validate = before_test = before_predict = _check_inputs
 
@@ -226,7 +233,7 @@ class CNNLightningCLI(LightningCLI):
             # Lightning calls every callback's hooks at every step, used or not (some microseconds
             # each); the CSV writer has nothing to do outside predict.
             callbacks = [callback for callback in callbacks if not isinstance(callback, PredictionWriter)]
-        if isinstance(self.datamodule, MNISTDataModule) and not self.datamodule.has_validation:
+        if not self.datamodule.has_validation:
             # data.val_split=0: nothing is validated, so no checkpoint can be the best by a val/ metric
             # (last.ckpt stays), and Lightning need not look for validation batches.
             callbacks = [callback for callback in callbacks if not _monitors_validation(callback)]
@@ -354,6 +361,7 @@ def main(args: list[str] | None = None) -> None:
     # LightningCLI reads sys.argv itself when args is None (and warns when given both): keep args as given.
     argv = sys.argv[1:] if args is None else args
     CNNLightningCLI.last_claimed_run, LastCheckpoint.stopped_by = None, None
+    QuietUsageParser.command_line = list(argv)
     sigint_handler = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         if argv and argv[0] in TOOLS:
@@ -362,7 +370,8 @@ def main(args: list[str] | None = None) -> None:
             return
         cli = CNNLightningCLI(
             ImageClassifier,
-            MNISTDataModule,
+            ImageDataModule,
+            subclass_mode_data=True,
             parser_class=QuietUsageParser,
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
@@ -402,7 +411,7 @@ def main(args: list[str] | None = None) -> None:
         if sigint_handler is not None:
             stopped = LastCheckpoint.stopped_by is not None and sigint_handler is signal.default_int_handler
             signal.signal(signal.SIGINT, signal.SIG_IGN if stopped else sigint_handler)
-    failures = getattr(cli.datamodule, "predict_failures", None)
+    failures = cli.datamodule.predict_failures
     if cli.subcommand == "predict" and failures:
         print(f"error: {len(failures)} files could not be read and were skipped (listed above)", file=sys.stderr)
         sys.exit(1)

@@ -26,6 +26,8 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from lightning_cnn.data import ImageDataModule
+
 # Scalars shown beside the hyperparameters in the hparams tab (their last logged value per run).
 HPARAM_METRICS = (
     "val/acc_best",
@@ -92,13 +94,8 @@ def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> d
         for key in ("lr", "weight_decay", "momentum"):
             if isinstance(optimizer.defaults.get(key), (int, float)):
                 hparams[key] = float(optimizer.defaults[key])
-    if datamodule is not None:
-        if isinstance(getattr(datamodule, "batch_size", None), int):
-            hparams["batch_size"] = datamodule.batch_size
-        if hasattr(datamodule, "augmentation"):
-            hparams["augmentation"] = datamodule.augmentation is not None
-        if isinstance(getattr(datamodule, "val_split", None), (int, float)):
-            hparams["val_split"] = datamodule.val_split  # 0: trained on every training image, not validated
+    if isinstance(datamodule, ImageDataModule):
+        hparams.update(datamodule.recipe())
     label_smoothing = pl_module.hparams.get("label_smoothing")
     if isinstance(label_smoothing, (int, float)):
         hparams["label_smoothing"] = float(label_smoothing)
@@ -278,12 +275,10 @@ class TensorBoardInsight(Callback):
 
     @staticmethod
     def _denormalize(trainer: pl.Trainer, images: Tensor) -> Tensor:
-        """Images back on the [0, 1] pixel scale, undoing the data module's mean/std normalization."""
-        images = images.detach().float()
-        datamodule = trainer.datamodule
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
-            return (images * std + mean).clamp(0, 1)
+        """Images back on the [0, 1] pixel scale, undoing the data module's normalization."""
+        if isinstance(trainer.datamodule, ImageDataModule):
+            return trainer.datamodule.denormalize(images)
+        images = images.detach().float()  # a data module without the contract: stretch each batch for display
         low, high = images.amin(), images.amax()
         return (images - low) / (high - low).clamp_min(1e-12)
 

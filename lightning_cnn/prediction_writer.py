@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
+from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
 
 DEFAULT_FILENAME = "predictions.csv"
@@ -88,17 +89,19 @@ class PredictionWriter(BasePredictionWriter):
         order = indices.argsort()
         indices, probabilities = indices[order].tolist(), probabilities[order]
         predictions = probabilities.argmax(dim=1).tolist()
-        names = getattr(trainer.datamodule, "predict_names", None) or [str(i) for i in range(max(indices) + 1)]
+        datamodule = trainer.datamodule if isinstance(trainer.datamodule, ImageDataModule) else None
+        names = (datamodule.predict_names if datamodule else None) or [str(i) for i in range(max(indices) + 1)]
         num_classes = probabilities.shape[1]
+        class_names = datamodule.class_names if datamodule else [str(k) for k in range(num_classes)]
 
         path = self.output_path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", newline="", dir=path.parent, suffix=".tmp", delete=False) as file:
             try:
                 writer = csv.writer(file)
-                writer.writerow(["path", "prediction", *(f"probability_{k}" for k in range(num_classes))])
+                writer.writerow(["path", "prediction", *(f"probability_{name}" for name in class_names)])
                 for index, predicted, row in zip(indices, predictions, probabilities.tolist(), strict=True):
-                    writer.writerow([names[index], predicted, *(f"{p:.6f}" for p in row)])
+                    writer.writerow([names[index], class_names[predicted], *(f"{p:.6f}" for p in row)])
             except BaseException:
                 file.close()
                 os.unlink(file.name)

@@ -160,20 +160,22 @@ def _config_hparams(run_dir: Path) -> dict[str, bool | float | str]:
         path = node.get("class_path")
         return path.rsplit(".", 1)[-1] if isinstance(path, str) else None
 
+    data = section("data")
+    data = data.get("init_args", data) if isinstance(data.get("init_args"), dict) else data  # data.class_path given
     values: dict[str, bool | float | str] = {}
     for name, value in (
         ("architecture", class_name(section("model", "backbone"))),
         ("optimizer", class_name(section("model", "optimizer"))),
         ("scheduler", class_name(section("model", "scheduler")) or "none"),
         ("lr", section("model", "optimizer", "init_args").get("lr")),
-        ("batch_size", section("data").get("batch_size")),
+        ("batch_size", data.get("batch_size")),
         ("max_epochs", section("trainer").get("max_epochs")),
-        ("val_split", section("data").get("val_split")),
+        ("val_split", data.get("val_split")),
     ):
         if value is not None:
             values[name] = value
-    if "augmentation" in section("data"):
-        values["augmentation"] = section("data")["augmentation"] is not None
+    if "augmentation" in data:
+        values["augmentation"] = data["augmentation"] is not None
     return values
 
 
