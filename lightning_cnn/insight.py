@@ -55,6 +55,11 @@ def _upscale(images: Tensor) -> Tensor:
     return interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
 
 
+def _displayable(images: Tensor) -> Tensor:
+    """A ``(N, C, H, W)`` batch with one or three channels, as images can be shown (others are averaged to gray)."""
+    return images if images.shape[1] in (1, 3) else images.mean(dim=1, keepdim=True)
+
+
 def _grid(images: Tensor, nrow: int | None = None) -> Tensor:
     """A grid of single images, each stretched to its own [0, 1] range (filters and feature maps)."""
     images = _upscale(images.detach().float().cpu())
@@ -230,11 +235,13 @@ class TensorBoardInsight(Callback):
         started = time.perf_counter()
         writer, step = logger.experiment, trainer.global_step
         if confusion is not None:
-            writer.add_figure(f"{split}/confusion_matrix", confusion_matrix_figure(confusion.cpu()), step)
+            writer.add_figure(
+                f"{split}/confusion_matrix", confusion_matrix_figure(confusion.cpu(), _class_names(trainer)), step
+            )
         if self.misclassified and self._first_batch is not None:
             images, labels, predictions = self._first_batch
             figure = misclassified_figure(
-                self._denormalize(trainer, images), labels, predictions, self.num_misclassified
+                self._denormalize(trainer, images), labels, predictions, self.num_misclassified, _class_names(trainer)
             )
             writer.add_figure(f"{split}/misclassified", figure, step)
         if split == "val":
@@ -267,7 +274,8 @@ class TensorBoardInsight(Callback):
                 pl_module.train(was_training)
                 for handle in handles:
                     handle.remove()
-            writer.add_image("feature_maps/input", _grid(self._denormalize(trainer, self._example), 1), step)
+            example = _displayable(self._denormalize(trainer, self._example))
+            writer.add_image("feature_maps/input", _grid(example, 1), step)
             for name, _ in convolutions:
                 if name in activations:
                     maps = activations[name][0].unsqueeze(1)  # one tile per channel
@@ -348,7 +356,7 @@ class TensorBoardInsight(Callback):
         if inputs is None or logger is None or not trainer.is_global_zero or not self._draw_this_epoch:
             return
         started = time.perf_counter()
-        grid = make_grid(self._denormalize(trainer, inputs).cpu(), nrow=8, padding=2, pad_value=1.0)
+        grid = make_grid(_displayable(self._denormalize(trainer, inputs).cpu()), nrow=8, padding=2, pad_value=1.0)
         logger.experiment.add_image("train/inputs", grid, trainer.global_step)
         self._insight_seconds += time.perf_counter() - started
 
@@ -407,7 +415,11 @@ class TensorBoardInsight(Callback):
         self._remove_hook()
 
 
-def confusion_matrix_figure(confusion: Tensor):  # noqa: ANN201 (a matplotlib Figure; matplotlib loads lazily)
+def _class_names(trainer: pl.Trainer) -> list[str] | None:
+    return trainer.datamodule.class_names if isinstance(trainer.datamodule, ImageDataModule) else None
+
+
+def confusion_matrix_figure(confusion: Tensor, class_names: list[str] | None = None):  # noqa: ANN201 (a matplotlib Figure)
     """Counts of (true, predicted) class pairs as a heat map; empty cells stay blank."""
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no display backend
@@ -423,19 +435,22 @@ def confusion_matrix_figure(confusion: Tensor):  # noqa: ANN201 (a matplotlib Fi
         count = int(confusion[true, predicted])
         color = "white" if count > high / 2 else "black"
         axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color=color)
-    axes.set_xticks(range(num_classes))
-    axes.set_yticks(range(num_classes))
+    labels = class_names if class_names is not None else [str(k) for k in range(num_classes)]
+    axes.set_xticks(range(num_classes), labels, rotation=90 if max(map(len, labels)) > 2 else 0)
+    axes.set_yticks(range(num_classes), labels)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     return figure
 
 
-def misclassified_figure(images: Tensor, labels: Tensor, predictions: Tensor, limit: int):  # noqa: ANN201
+def misclassified_figure(  # noqa: ANN201
+    images: Tensor, labels: Tensor, predictions: Tensor, limit: int, class_names: list[str] | None = None
+):
     """Up to ``limit`` misclassified images (on the [0, 1] scale), each marked ``predicted/true``."""
     from matplotlib.figure import Figure
 
     wrong = (predictions != labels).nonzero().flatten()[:limit].cpu()
-    images, labels, predictions = images[wrong].cpu(), labels[wrong].cpu(), predictions[wrong].cpu()
+    images, labels, predictions = _displayable(images[wrong].cpu()), labels[wrong].cpu(), predictions[wrong].cpu()
     columns, padding = 8, 2
     rows = max(1, math.ceil(len(wrong) / columns))
     figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.3), dpi=100)
@@ -450,6 +465,8 @@ def misclassified_figure(images: Tensor, labels: Tensor, predictions: Tensor, li
     for index, (predicted, true) in enumerate(zip(predictions.tolist(), labels.tolist(), strict=True)):
         row, column = divmod(index, columns)
         x, y = column * (width + padding) + padding + 1, row * (height + padding) + padding + 1
+        if class_names is not None:
+            predicted, true = class_names[predicted], class_names[true]
         axes.text(x, y, f"{predicted}/{true}", color="red", fontsize=8, va="top", fontweight="bold")
     title = "predicted/true" if len(wrong) else "no misclassified examples in the first batch"
     figure.suptitle(title, fontsize=9, y=0.995, va="top")

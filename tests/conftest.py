@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import Callback
+
+from lightning_cnn.data import ImageDataModule
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
@@ -209,3 +213,45 @@ class SignalDuringSave(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: ANN001
         if trainer.received_sigterm:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class ToyShapes(ImageDataModule):
+    """A dataset of another shape through the data contract alone: 3 classes of 2x12x12 images, a bright
+    quadrant per class. Used as ``--data.class_path conftest.ToyShapes``."""
+
+    num_classes = 3
+    image_shape = (2, 12, 12)
+
+    def __init__(self, batch_size: PositiveInt = 16, size: PositiveInt = 96) -> None:
+        super().__init__()
+        self.batch_size, self.size = batch_size, size
+
+    def setup(self, stage: str) -> None:
+        generator = torch.Generator().manual_seed(0)
+        labels = torch.arange(self.size) % self.num_classes
+        images = torch.rand(self.size, *self.image_shape, generator=generator) * 0.2
+        for label in range(self.num_classes):
+            images[
+                labels == label, :, (label // 2) * 6 : (label // 2) * 6 + 6, (label % 2) * 6 : (label % 2) * 6 + 6
+            ] = 1
+        self.images, self.labels = (images - 0.5) / 0.5, labels
+        self.mean, self.std = 0.5, 0.5
+        self.predict_names = [f"toy[{i}]" for i in range(self.size)]
+
+    def _loader(self, shuffle: bool = False) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(self.images, self.labels), batch_size=self.batch_size, shuffle=shuffle
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader()
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader()
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["top-left", "top-right", "bottom-left"]
