@@ -35,27 +35,70 @@ class CheckpointError(UserError):
     """A checkpoint file is missing, damaged, not a checkpoint, or belongs to another architecture."""
 
 
+# Pickle instructions that name a Python global or call one: what code or objects in a pickle need.
+_OBJECT_OPCODES = frozenset(
+    ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4")
+)
+
+
+def _pickle_names_objects(path: Path) -> bool:
+    """Whether the pickle in ``path`` (a torch zip file's ``data.pkl``, or the file itself) imports or calls anything.
+
+    The instructions are only parsed (``pickletools.genops``), never executed; parsing stops at the
+    first one that is not valid pickle, so a text or random file reads as naming nothing.
+    """
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                if not names:
+                    return False
+                with archive.open(names[0]) as stream:
+                    return any(opcode.name in _OBJECT_OPCODES for opcode, _, _ in pickletools.genops(stream))
+        with open(path, "rb") as stream:
+            return any(opcode.name in _OBJECT_OPCODES for opcode, _, _ in pickletools.genops(stream))
+    except Exception:  # not pickle (or not readable) from the start: it names nothing
+        return False
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a Lightning checkpoint with weights-only unpickling.
 
+    Torch's own message for a refused file advises loading it with ``weights_only=False``, which runs
+    whatever the file holds; it is never shown. A refused file is named as holding code or objects
+    (nothing of it ran), or as not a checkpoint when it is not a pickle at all.
+
     Raises:
-        CheckpointError: the file is missing, truncated, not a checkpoint, or holds Python objects
-            that weights-only loading refuses to run.
+        CheckpointError: the file is missing, truncated, not a checkpoint, or holds code or Python
+            objects that weights-only loading refuses to build.
     """
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Torch's note on a plain pickle's protocol, printed before it refuses the file: noise here.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):
+        if "GLOBAL" in str(error) or _pickle_names_objects(path):
             raise CheckpointError(
-                f"{path} holds Python objects that safe (weights-only) loading refuses to run; use a checkpoint "
-                "written by this project's fit, or re-save the trusted file's state_dict with torch.save"
+                f"{path} holds code or Python objects that a checkpoint should not hold, so it was not loaded "
+                "(safe loading refused it and nothing in it ran); pass a .ckpt file written by fit (only a file "
+                "from a source you trust should ever be loaded any other way)"
             ) from None
-        raise CheckpointError(f"{path} is not a checkpoint ({error}); pass a .ckpt file written by fit") from None
+        raise CheckpointError(
+            f"{path} is not a checkpoint (it is not a file that torch.save writes), so it was not loaded; "
+            "pass a .ckpt file written by fit"
+        ) from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "weights_only" in reason:  # never pass on torch's advice to load without weights-only safety
+            reason = type(error).__name__
         raise CheckpointError(
             f"{path} is truncated or not a checkpoint ({reason}); pass a complete .ckpt file written by fit "
             "(a run stopped while saving keeps its previous checkpoints)"

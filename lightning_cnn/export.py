@@ -21,8 +21,8 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.imports import RequirementCache
 
 from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
-from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, resolve_run_checkpoint
-from lightning_cnn.data import MNISTDataModule
+from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, QuietUsageParser, resolve_run_checkpoint
+from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.module import ImageClassifier
 
@@ -43,6 +43,7 @@ class ExportCLI(CNNLightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
         self.config = parser.parse_args(args)
+        check_output_dir(Path(self.config.output_dir))  # before the checkpoint is read or anything is written
         resolve_run_checkpoint(self.config)
         # As LightningCLI does for test and predict: the model is built from the hyperparameters
         # saved in the checkpoint, so the config need not repeat the architecture.
@@ -55,19 +56,60 @@ class ExportCLI(CNNLightningCLI):
         return None  # exporting needs the model only (and a GPU preset must not demand a GPU here)
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """Raise a UserError unless ``output_dir`` is a folder, or can be created as one, that can be written to."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(
+            f"--output_dir {output_dir} is a file, not a folder; pass the path of a folder (it is created if missing)"
+        )
+    existing = output_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(
+            f"--output_dir {output_dir} cannot be created: {existing} is a file, not a folder; pass another folder path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"--output_dir {output_dir} cannot be written: no permission to write in {existing}; "
+            "pass a folder you can write to"
+        )
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) as long as they are empty: the ones an export created."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def export_model(model: ImageClassifier, output_dir: Path, mean: float, std: float, opset: int = 17) -> dict[str, Path]:
     """Write ``model.onnx``, ``model.pt`` and ``export.json`` into ``output_dir``; returns their paths.
 
     The files are written to a temporary folder inside ``output_dir``, checked, then moved in place,
-    so a failed export leaves no partial files.
+    so a failed export leaves no partial files (and no folder that it created).
+
+    Raises:
+        UserError: ``output_dir`` is a file, or cannot be created or written to.
     """
     if not RequirementCache("onnx"):
         raise UserError("ONNX export needs the onnx package; install it with: pip install 'lightning_cnn[export]'")
+    check_output_dir(output_dir)
     model = model.cpu().eval()
     image_shape = tuple(model.hparams.input_shape)
     example = torch.randn(3, *image_shape, generator=torch.Generator().manual_seed(0))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
+    created = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
+    except OSError as error:
+        _remove_empty_folders(created)
+        raise UserError(
+            f"--output_dir {output_dir} cannot be written ({error.strerror or error}); pass a folder you can write to"
+        ) from None
+    exported = False
     try:
         model.to_onnx(
             staging / ONNX_FILENAME,
@@ -98,9 +140,12 @@ def export_model(model: ImageClassifier, output_dir: Path, mean: float, std: flo
         for name in (ONNX_FILENAME, TORCHSCRIPT_FILENAME, METADATA_FILENAME):
             os.replace(staging / name, output_dir / name)
             paths[name] = output_dir / name
+        exported = True
         return paths
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not exported:
+            _remove_empty_folders(created)
 
 
 def verify_export(model: ImageClassifier, folder: Path, batch_size: int = 5) -> dict[str, float]:
@@ -130,11 +175,16 @@ def verify_export(model: ImageClassifier, folder: Path, batch_size: int = 5) -> 
 def main(args: list[str]) -> None:
     cli = ExportCLI(
         ImageClassifier,
-        MNISTDataModule,
+        ImageDataModule,
+        subclass_mode_data=True,
         run=False,
+        parser_class=QuietUsageParser,  # a parse error is its one line, not the whole usage
         save_config_callback=None,
         trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"description": "Export a checkpoint to ONNX and TorchScript."},
+        parser_kwargs={
+            "prog": "python -m lightning_cnn export",
+            "description": "Export a checkpoint to ONNX and TorchScript.",
+        },
         args=args,
     )
     checkpoint = validate_checkpoint(cli.config.ckpt_path, cli.model)

@@ -1,24 +1,30 @@
-"""Reading a user's image files (PNG, JPEG, BMP; any size and mode) as MNIST-style 28x28 digits.
+"""Reading a user's image files (PNG, JPEG, BMP, GIF, WebP, TIFF; any size and mode) as MNIST-style 28x28 digits.
 
 MNIST was made by scaling each digit to fit a 20x20 box (keeping its aspect ratio, anti-aliased)
 and centering its center of mass in a 28x28 field, light ink on a black background. This module
 does the same to an arbitrary picture of one digit and returns uint8 pixels, so the DataModule
-normalizes them exactly like its training batches.
+normalizes them exactly like its training batches. Of an animated GIF or WebP, or a multi-page TIFF,
+the first frame is read.
 """
 
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from lightning_cnn.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# The files a folder or a glob contributes, by name (any one file named directly is tried whatever its name).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# The formats, as error messages name them.
+SUPPORTED_FORMATS = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 MNIST_SIZE = 28
 DIGIT_BOX = 20
 # Pixels darker than this fraction of the digit's brightest ink (after background removal) are
@@ -32,32 +38,67 @@ class ImageReadError(DataError):
     """One image file could not be read or holds no digit; the others can still be predicted."""
 
 
-def find_images(pattern: str | Path) -> list[Path]:
-    """The image files named by ``pattern``: one file, a folder (its images, not recursive) or a glob.
+def _others(verb: str, paths: list[Path]) -> str:
+    """`` (it holds 2 other files, such as notes.txt)``, or nothing when there are none."""
+    if not paths:
+        return ""
+    return f" (it {verb} {len(paths)} other file{'s' if len(paths) > 1 else ''}, such as {paths[0].name})"
+
+
+def scan_images(pattern: str | Path) -> tuple[list[Path], list[Path]]:
+    """The image files named by ``pattern`` and, of a folder or a glob, the other files it holds (left out).
+
+    ``pattern`` is one file, a folder (its images, not recursive) or a glob. A folder's or a glob's
+    files count as images by their suffix (``IMAGE_SUFFIXES``, any case); one file named directly
+    is an image whatever its name (reading it tells). Both lists are sorted.
 
     Raises:
-        DataError: when nothing matches, so a typo in the path is not mistaken for an empty result.
+        DataError: when no image file is named, so a typo in the path is not mistaken for an empty result.
     """
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not found:
+            account = _others("holds", others)
             raise DataError(
-                f"folder {path} holds no image files; put PNG, JPEG or BMP files there or point "
+                f"folder {path} holds no image files{account}; put {SUPPORTED_FORMATS} files there or point "
                 "data.predict_path at other files"
             )
-        return sorted(found)
+        return found, others
     if path.is_file():
-        return [path]
+        return [path], []
     if glob.has_magic(str(pattern)):
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        files = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if p.is_file())
+        found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not found:
+            account = _others("matches", others)
             raise DataError(
-                f"the pattern {pattern} matches no PNG, JPEG or BMP file; check the pattern (quote it in the shell)"
+                f"the pattern {pattern} matches no {SUPPORTED_FORMATS} file{account}; check the pattern "
+                "(quote it in the shell)"
             )
-        return found
+        return found, others
     raise DataError(f"{pattern} does not exist; set data.predict_path to an image file, a folder or a glob")
+
+
+def find_images(pattern: str | Path) -> list[Path]:
+    """The image files named by ``pattern`` (see ``scan_images``); each other file of a folder or a glob is
+    named on stderr as skipped (by global rank zero only, as a distributed run reads the files on every rank).
+
+    Raises:
+        DataError: when no image file is named, so a typo in the path is not mistaken for an empty result.
+    """
+    found, others = scan_images(pattern)
+    if rank_zero_only.rank == 0:
+        for other in others:
+            print(
+                f"skipped: {other} (not an image file: only names ending in {', '.join(IMAGE_SUFFIXES[:-1])} "
+                f"or {IMAGE_SUFFIXES[-1]} are read)",
+                file=sys.stderr,
+            )
+    return found
 
 
 def read_grayscale(path: Path) -> np.ndarray:
@@ -67,10 +108,11 @@ def read_grayscale(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            image.seek(0)  # of an animated GIF or WebP, or a multi-page TIFF: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"cannot read {path} as an image ({error}); use a PNG, JPEG or BMP file") from None
+    except (UnidentifiedImageError, OSError, EOFError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"cannot read {path} as an image ({error}); use a {SUPPORTED_FORMATS} file") from None
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         gray = np.asarray(image, dtype=np.float32)
         low, high = float(gray.min()), float(gray.max())

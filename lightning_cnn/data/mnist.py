@@ -26,7 +26,7 @@ from lightning_cnn.data.base import ImageDataModule
 from lightning_cnn.data.files import MNIST_FILES, OFFICIAL_EXTRACTED, damaged_raw_files
 from lightning_cnn.data.loader import TensorBatchLoader
 from lightning_cnn.errors import DataError
-from lightning_cnn.images import ImageReadError, find_images, load_image
+from lightning_cnn.images import SUPPORTED_FORMATS, ImageReadError, find_images, load_image
 
 
 class MNISTDataModule(ImageDataModule):
@@ -43,8 +43,8 @@ class MNISTDataModule(ImageDataModule):
         std: normalization standard deviation, on the [0, 1] pixel scale.
         augmentation: random affine augmentation of training batches; ``null`` turns it off.
         download: fetch missing files from the official mirrors (MD5-verified).
-        predict_path: images to ``predict`` instead of the MNIST test set: a PNG/JPEG/BMP file, a
-            folder of them or a glob; each is converted the way MNIST digits were made.
+        predict_path: images to ``predict`` instead of the MNIST test set: an image file (PNG, JPEG, BMP,
+            GIF, WebP, TIFF), a folder of them or a glob; each is converted the way MNIST digits were made.
     """
 
     num_classes = 10
@@ -240,7 +240,7 @@ class MNISTDataModule(ImageDataModule):
         if not images:
             raise DataError(
                 f"none of the {len(self.predict_failures)} files at {self.predict_path} could be read "
-                "(see the lines above); point data.predict_path at PNG, JPEG or BMP pictures of digits"
+                f"(see the lines above); point data.predict_path at {SUPPORTED_FORMATS} pictures of digits"
             )
         self.predict_pixels = torch.stack(images)
         return self.predict_pixels
