@@ -27,14 +27,21 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from lightning_cnn.callbacks.insight import TensorBoardInsight
+from lightning_cnn.callbacks.learning_rate import LearningRateLogger
+from lightning_cnn.callbacks.prediction_writer import PredictionWriter
 from lightning_cnn.checkpoints import LastCheckpoint, load_checkpoint, validate_checkpoint
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
-from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.option_errors import one_line
-from lightning_cnn.prediction_writer import PredictionWriter
-from lightning_cnn.runs import claim_run_folder, remove_unfinished_run, run_folder_name, run_versions, version_number
+from lightning_cnn.runs.folders import (
+    claim_run_folder,
+    remove_unfinished_run,
+    run_folder_name,
+    run_versions,
+    version_number,
+)
 
 LOG_ROOT = "lightning_logs"
 DEFAULT_DATA = "lightning_cnn.data.MNISTDataModule"

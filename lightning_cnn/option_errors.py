@@ -24,9 +24,9 @@ SECTION_CLASSES = {
     "trainer": "lightning.pytorch.Trainer",
     "checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "last_checkpoint": "lightning_cnn.checkpoints.LastCheckpoint",
-    "predictions": "lightning_cnn.prediction_writer.PredictionWriter",
-    "insight": "lightning_cnn.insight.TensorBoardInsight",
-    "learning_rate": "lightning_cnn.insight.LearningRateLogger",
+    "predictions": "lightning_cnn.callbacks.prediction_writer.PredictionWriter",
+    "insight": "lightning_cnn.callbacks.insight.TensorBoardInsight",
+    "learning_rate": "lightning_cnn.callbacks.learning_rate.LearningRateLogger",
 }
 RESTRICTED = {
     restricted.PositiveInt: "an integer > 0",

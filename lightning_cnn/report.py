@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn.errors import UserError
-from lightning_cnn.insight import TRAIN_SECONDS_TAG
+from lightning_cnn.runs.tags import TRAIN_SECONDS_TAG
 
 DEFAULT_LOG_ROOT = "lightning_logs"
 CURVE_TITLES = {

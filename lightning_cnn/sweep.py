@@ -26,7 +26,7 @@ import yaml
 from lightning_cnn.cli import tracked_best
 from lightning_cnn.errors import UserError
 from lightning_cnn.report import duration, percent, summarize_run
-from lightning_cnn.runs import run_versions
+from lightning_cnn.runs.folders import run_versions
 
 
 @dataclass

@@ -14,8 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn import ImageClassifier
+from lightning_cnn.callbacks.insight import TensorBoardInsight
+from lightning_cnn.callbacks.learning_rate import LearningRateLogger
 from lightning_cnn.data import MNISTDataModule
-from lightning_cnn.insight import LearningRateLogger, TensorBoardInsight
 from lightning_cnn.models import TwoConvNet
 
 EPOCHS = 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from conftest import make_synthetic_mnist, run_main
 
-from lightning_cnn.runs import claim_run_folder
+from lightning_cnn.runs.folders import claim_run_folder
 
 
 def _claim(experiment_dir: Path, barrier, results) -> None:  # noqa: ANN001

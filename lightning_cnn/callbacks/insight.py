@@ -2,13 +2,10 @@
 
 ``TensorBoardInsight`` logs the hyperparameters with the final metrics (the hparams tab), the model
 graph, the training time, and at epoch ends images of what the network sees, learned and gets wrong.
-``LearningRateLogger`` is Lightning's learning-rate monitor, logging under ``train/``.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 import warnings
 from typing import Any
@@ -16,95 +13,27 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from jsonargparse.typing import ClosedUnitInterval, PositiveInt
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tensorboard.plugins.hparams import summary_v2 as hparams_api
 from torch import Tensor, nn
-from torch.nn.functional import interpolate
 from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from lightning_cnn.callbacks.figures import confusion_matrix_figure, displayable, misclassified_figure, tile_grid
 from lightning_cnn.data import ImageDataModule
-
-# Scalars shown beside the hyperparameters in the hparams tab (their last logged value per run).
-HPARAM_METRICS = (
-    "val/acc_best",
-    "val/acc",
-    "val/loss",
-    "train/loss",
-    "test/acc",
-    "test/loss",
-    "time/train_seconds",
-)
-TRAIN_SECONDS_TAG = "time/train_seconds"
-INSIGHT_SECONDS_TAG = "time/insight_seconds"
-INSIGHT_SKIPPED_TAG = "time/insight_skipped_epochs"
-# Small kernels and feature maps are upscaled (nearest) to at least this many pixels a side, to be visible.
-MIN_DISPLAY_PIXELS = 48
+from lightning_cnn.runs.recipe import run_hyperparameters
+from lightning_cnn.runs.tags import HPARAM_METRICS, INSIGHT_SECONDS_TAG, INSIGHT_SKIPPED_TAG, TRAIN_SECONDS_TAG
 
 
 def _tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
 
 
-def _upscale(images: Tensor) -> Tensor:
-    """Nearest-neighbour upscaling of a ``(N, C, H, W)`` batch so that small maps stay legible."""
-    factor = math.ceil(MIN_DISPLAY_PIXELS / min(images.shape[-2:]))
-    return interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
-
-
-def _displayable(images: Tensor) -> Tensor:
-    """A ``(N, C, H, W)`` batch with one or three channels, as images can be shown (others are averaged to gray)."""
-    return images if images.shape[1] in (1, 3) else images.mean(dim=1, keepdim=True)
-
-
-def _grid(images: Tensor, nrow: int | None = None) -> Tensor:
-    """A grid of single images, each stretched to its own [0, 1] range (filters and feature maps)."""
-    images = _upscale(images.detach().float().cpu())
-    nrow = nrow or math.ceil(math.sqrt(len(images)))
-    return make_grid(images, nrow=nrow, normalize=True, scale_each=True, padding=2, pad_value=1.0)
-
-
-def hardware_name(trainer: pl.Trainer) -> str:
-    """What the run trained on, e.g. ``NVIDIA H100 80GB HBM3`` or ``CPU (2 cores)``, with the device count."""
-    device = trainer.strategy.root_device
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"{device.type.upper()} ({os.cpu_count()} cores)"
-    return name if trainer.world_size == 1 else f"{trainer.world_size} x {name}"
-
-
-def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, bool | int | float | str]:
-    """The run's recipe as flat values: architecture, parameter count, optimizer, schedule, batch, epochs."""
-    backbone = getattr(pl_module, "backbone", pl_module)
-    optimizer = trainer.optimizers[0] if trainer.optimizers else None
-    scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
-    datamodule = trainer.datamodule
-    hparams: dict[str, bool | int | float | str] = {
-        "architecture": type(backbone).__name__,
-        "parameters": sum(p.numel() for p in pl_module.parameters()),
-        "optimizer": type(optimizer).__name__ if optimizer is not None else "none",
-        "scheduler": type(scheduler).__name__ if scheduler is not None else "none",
-        "max_epochs": trainer.max_epochs if trainer.max_epochs is not None else -1,
-        "devices": trainer.world_size,
-        "precision": str(trainer.precision),
-        "seed": os.environ.get("PL_GLOBAL_SEED", "none"),
-        "hardware": hardware_name(trainer),
-    }
-    if optimizer is not None:
-        # ``defaults`` holds the configured values; param_groups may already be rewritten by a scheduler.
-        for key in ("lr", "weight_decay", "momentum"):
-            if isinstance(optimizer.defaults.get(key), (int, float)):
-                hparams[key] = float(optimizer.defaults[key])
-    if isinstance(datamodule, ImageDataModule):
-        hparams.update(datamodule.recipe())
-    label_smoothing = pl_module.hparams.get("label_smoothing")
-    if isinstance(label_smoothing, (int, float)):
-        hparams["label_smoothing"] = float(label_smoothing)
-    return hparams
+def _class_names(trainer: pl.Trainer) -> list[str] | None:
+    return trainer.datamodule.class_names if isinstance(trainer.datamodule, ImageDataModule) else None
 
 
 class TensorBoardInsight(Callback):
@@ -258,7 +187,7 @@ class TensorBoardInsight(Callback):
             # One tile per output filter (RGB when it reads three channels, else one tile per input channel).
             kernels = weight if weight.shape[1] == 3 else weight.flatten(0, 1).unsqueeze(1)
             nrow = None if weight.shape[1] in (1, 3) else weight.shape[1]
-            writer.add_image(f"filters/{name}", _grid(kernels, nrow), step)
+            writer.add_image(f"filters/{name}", tile_grid(kernels, nrow), step)
         if self.feature_maps and self._example is not None:
             activations: dict[str, Tensor] = {}
             handles = [
@@ -274,12 +203,12 @@ class TensorBoardInsight(Callback):
                 pl_module.train(was_training)
                 for handle in handles:
                     handle.remove()
-            example = _displayable(self._denormalize(trainer, self._example))
-            writer.add_image("feature_maps/input", _grid(example, 1), step)
+            example = displayable(self._denormalize(trainer, self._example))
+            writer.add_image("feature_maps/input", tile_grid(example, 1), step)
             for name, _ in convolutions:
                 if name in activations:
                     maps = activations[name][0].unsqueeze(1)  # one tile per channel
-                    writer.add_image(f"feature_maps/{name}", _grid(maps), step)
+                    writer.add_image(f"feature_maps/{name}", tile_grid(maps), step)
 
     @staticmethod
     def _denormalize(trainer: pl.Trainer, images: Tensor) -> Tensor:
@@ -310,7 +239,7 @@ class TensorBoardInsight(Callback):
         session = hparams_api.hparams_pb(hparams, trial_id=logger.log_dir)
         # The writer of the run's own folder (as TensorBoardLogger.log_hyperparams does), so the
         # session and its scalars form one run.
-        writer = logger.experiment._get_file_writer()
+        writer = logger.experiment.file_writer
         writer.add_summary(experiment)
         writer.add_summary(session)
         logger.experiment.flush()
@@ -356,7 +285,7 @@ class TensorBoardInsight(Callback):
         if inputs is None or logger is None or not trainer.is_global_zero or not self._draw_this_epoch:
             return
         started = time.perf_counter()
-        grid = make_grid(_displayable(self._denormalize(trainer, inputs).cpu()), nrow=8, padding=2, pad_value=1.0)
+        grid = make_grid(displayable(self._denormalize(trainer, inputs).cpu()), nrow=8, padding=2, pad_value=1.0)
         logger.experiment.add_image("train/inputs", grid, trainer.global_step)
         self._insight_seconds += time.perf_counter() - started
 
@@ -413,83 +342,3 @@ class TensorBoardInsight(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_hook()
-
-
-def _class_names(trainer: pl.Trainer) -> list[str] | None:
-    return trainer.datamodule.class_names if isinstance(trainer.datamodule, ImageDataModule) else None
-
-
-def confusion_matrix_figure(confusion: Tensor, class_names: list[str] | None = None):  # noqa: ANN201 (a matplotlib Figure)
-    """Counts of (true, predicted) class pairs as a heat map; empty cells stay blank."""
-    from matplotlib.colors import PowerNorm
-    from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no display backend
-
-    num_classes = confusion.shape[0]
-    figure = Figure(figsize=(4.5, 4.5), dpi=100)
-    axes = figure.add_axes((0.13, 0.11, 0.84, 0.84))  # fixed layout: tight_layout costs more than the drawing
-    # A compressed colour scale, so that a handful of errors shows beside a diagonal of thousands.
-    axes.imshow(confusion.numpy(), cmap="Blues", norm=PowerNorm(gamma=0.3, vmin=0))
-    high = int(confusion.max())
-    # Text is what costs time to draw: label the non-zero cells only (mostly the diagonal).
-    for true, predicted in confusion.nonzero().tolist():
-        count = int(confusion[true, predicted])
-        color = "white" if count > high / 2 else "black"
-        axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color=color)
-    labels = class_names if class_names is not None else [str(k) for k in range(num_classes)]
-    axes.set_xticks(range(num_classes), labels, rotation=90 if max(map(len, labels)) > 2 else 0)
-    axes.set_yticks(range(num_classes), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    return figure
-
-
-def misclassified_figure(  # noqa: ANN201
-    images: Tensor, labels: Tensor, predictions: Tensor, limit: int, class_names: list[str] | None = None
-):
-    """Up to ``limit`` misclassified images (on the [0, 1] scale), each marked ``predicted/true``."""
-    from matplotlib.figure import Figure
-
-    wrong = (predictions != labels).nonzero().flatten()[:limit].cpu()
-    images, labels, predictions = _displayable(images[wrong].cpu()), labels[wrong].cpu(), predictions[wrong].cpu()
-    columns, padding = 8, 2
-    rows = max(1, math.ceil(len(wrong) / columns))
-    figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.3), dpi=100)
-    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0 - 0.3 / (rows * 0.9 + 0.3)))
-    axes.axis("off")
-    height, width = images.shape[-2:] if len(wrong) else (28, 28)
-    if len(wrong):
-        # One image of all tiles, then one label per tile: far cheaper than a subplot per example.
-        grid = make_grid(images, nrow=columns, padding=padding, pad_value=1.0)
-        axes.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
-        axes.set_xlim(-0.5, columns * (width + padding) + padding - 0.5)
-    for index, (predicted, true) in enumerate(zip(predictions.tolist(), labels.tolist(), strict=True)):
-        row, column = divmod(index, columns)
-        x, y = column * (width + padding) + padding + 1, row * (height + padding) + padding + 1
-        if class_names is not None:
-            predicted, true = class_names[predicted], class_names[true]
-        axes.text(x, y, f"{predicted}/{true}", color="red", fontsize=8, va="top", fontweight="bold")
-    title = "predicted/true" if len(wrong) else "no misclassified examples in the first batch"
-    figure.suptitle(title, fontsize=9, y=0.995, va="top")
-    return figure
-
-
-class LearningRateLogger(LearningRateMonitor):
-    """Lightning's LearningRateMonitor, with its tags in the training group (``train/lr-Adam``).
-
-    It stays idle when the trainer has no logger (``--trainer.logger false``) instead of failing.
-    """
-
-    def on_train_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_start(trainer, *args, **kwargs)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_batch_start(trainer, *args, **kwargs)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_epoch_start(trainer, *args, **kwargs)
-
-    def _extract_stats(self, trainer: pl.Trainer, interval: str) -> dict[str, Any]:
-        return {f"train/{name}": value for name, value in super()._extract_stats(trainer, interval).items()}
