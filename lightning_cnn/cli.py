@@ -9,7 +9,6 @@ user errors printed as one line instead of a traceback.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import signal
@@ -19,82 +18,40 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
-from jsonargparse import Namespace
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichModelSummary, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichModelSummary
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cnn.callbacks.gc_freeze import FreezeLongLivedObjects
+from lightning_cnn.callbacks.global_batch_size import GlobalBatchSizeLogger
 from lightning_cnn.callbacks.insight import TensorBoardInsight
+from lightning_cnn.callbacks.last_checkpoint import LastCheckpoint
 from lightning_cnn.callbacks.learning_rate import LearningRateLogger
 from lightning_cnn.callbacks.prediction_writer import PredictionWriter
-from lightning_cnn.checkpoints import LastCheckpoint, load_checkpoint, validate_checkpoint
+from lightning_cnn.callbacks.progress_bar import RunProgressBar
+from lightning_cnn.callbacks.run_config import RunConfigCallback
+from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.option_errors import one_line
+from lightning_cnn.runs.checkpoints import RUN_ALIASES, claim_new_run, resolve_run_checkpoint
 from lightning_cnn.runs.folders import (
-    claim_run_folder,
     remove_unfinished_run,
-    run_folder_name,
-    run_versions,
-    version_number,
 )
 
 LOG_ROOT = "lightning_logs"
 DEFAULT_DATA = "lightning_cnn.data.MNISTDataModule"
-RUN_ALIASES = ("best", "last")
 PROGRESS_BAR_REFRESH_PER_SECOND = 4
 # Commands beside LightningCLI's fit/validate/test/predict: name -> module with a main(args).
 TOOLS = {
-    "report": "lightning_cnn.report",  # a table and plots of finished runs
-    "export": "lightning_cnn.export",  # checkpoint -> ONNX and TorchScript
-    "sweep": "lightning_cnn.sweep",  # a grid of overrides, one process per run
-    "results": "lightning_cnn.results",  # the results page: ours vs the tutorials' figures
+    "report": "lightning_cnn.tools.report",  # a table and plots of finished runs
+    "export": "lightning_cnn.tools.export",  # checkpoint -> ONNX and TorchScript
+    "sweep": "lightning_cnn.tools.sweep",  # a grid of overrides, one process per run
+    "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
 }
-
-
-class GlobalBatchSizeLogger(Callback):
-    """Logs the global batch size (per-device batch x processes x gradient accumulation) when fit starts.
-
-    It is the number of images behind each optimizer step, the one that learning rates relate to;
-    it goes into ``hparams.yaml`` and the TensorBoard scalar ``global_batch_size``.
-    """
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not isinstance(trainer.datamodule, ImageDataModule):
-            return
-        per_device = trainer.datamodule.batch_size
-        processes, accumulation = trainer.world_size, trainer.accumulate_grad_batches
-        global_batch_size = per_device * processes * accumulation
-        rank_zero_info(
-            f"Global batch size: {global_batch_size} = {per_device} per device x {processes} devices in all "
-            f"x {accumulation} accumulated batches"
-        )
-        for logger in trainer.loggers:  # loggers write on rank zero only
-            logger.log_hyperparams({"global_batch_size": global_batch_size, "world_size": processes})
-            logger.log_metrics({"global_batch_size": global_batch_size}, step=0)
-
-
-class FreezeLongLivedObjects(Callback):
-    """Keeps the objects alive when training starts out of the garbage collector's scans until it ends.
-
-    Lightning, jsonargparse, TensorBoard and the rest leave some 400k objects alive; a full
-    collection during training walks them all (0.25 s on a 2-core CPU, some 30 steps of the two-conv
-    net). Frozen with ``gc.freeze``, they are skipped; new garbage is still collected.
-    """
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        gc.collect()
-        gc.freeze()
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        gc.unfreeze()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        gc.unfreeze()
 
 
 TRAINER_DEFAULTS = {
@@ -105,35 +62,6 @@ TRAINER_DEFAULTS = {
     # Every layer with its output shape and parameter count, as the tutorials compute by hand.
     "callbacks": [RichModelSummary(max_depth=-1), GlobalBatchSizeLogger(), FreezeLongLivedObjects()],
 }
-
-
-class RunProgressBar(RichProgressBar):
-    """Lightning's Rich bar, naming the run folder (``run: version_3``) where Lightning shows ``v_num: 3.000``."""
-
-    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict]:
-        metrics = super().get_metrics(trainer, pl_module)
-        if metrics.pop("v_num", None) is not None and trainer.logger is not None:
-            metrics = {"run": run_folder_name(trainer.logger.version), **metrics}
-        return metrics
-
-
-class RunConfigCallback(SaveConfigCallback):
-    """Saves the resolved config in the run folder: ``config.yaml`` for fit, ``config_<stage>.yaml`` otherwise.
-
-    The run folder's number that the CLI claimed for a new run is left out of the saved config, so
-    that running it again starts a new run instead of writing into this one.
-    """
-
-    def __init__(self, *args: object, claimed_run: bool = False, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        if claimed_run:
-            self.config = self.config.clone()
-            self.config.trainer.logger.init_args.version = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        stage = TrainerFn(stage).value
-        self.config_filename = "config.yaml" if stage == "fit" else f"config_{stage}.yaml"
-        super().setup(trainer, pl_module, stage)
 
 
 class QuietUsageParser(LightningArgumentParser):
@@ -255,94 +183,6 @@ class CNNLightningCLI(LightningCLI):
 
 def _monitors_validation(callback: Callback) -> bool:
     return isinstance(callback, ModelCheckpoint) and str(callback.monitor or "").startswith("val/")
-
-
-def _tensorboard_root(config: Namespace) -> tuple[Namespace, Path] | None:
-    logger = config.trainer.get("logger")
-    if not isinstance(logger, Namespace) or not str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
-        return None
-    init_args = logger.init_args
-    return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
-
-
-def claim_new_run(config: Namespace) -> Path | None:
-    """Claim a new run folder for a TensorBoard-logged command and pin the logger to it; returns the folder.
-
-    Nothing is claimed when the config names a run already (``version``, or a checkpoint of one), when
-    another logger is used, or on processes other than global rank zero (they log nothing; Lightning
-    broadcasts rank zero's folder to them).
-    """
-    logger = _tensorboard_root(config)
-    if logger is None or rank_zero_only.rank > 0:
-        return None
-    logger_args, experiment_dir = logger
-    if logger_args.get("version") is not None:
-        return None
-    logger_args.version = claim_run_folder(experiment_dir)
-    return experiment_dir / run_folder_name(logger_args.version)
-
-
-def resolve_run_checkpoint(config: Namespace) -> None:
-    """Resolve ``ckpt_path`` to a file and log into the run it belongs to.
-
-    ``best``/``last`` name the newest run of the experiment that has a ``last.ckpt`` (or the run set
-    by ``trainer.logger.init_args.version``); a file inside a run's ``checkpoints/`` folder of the
-    same experiment also logs into that run, so test results land beside the training curves.
-    """
-    ckpt_path = config.get("ckpt_path")
-    if ckpt_path is None:
-        return
-    logger = _tensorboard_root(config)
-    if ckpt_path not in RUN_ALIASES:
-        if not Path(ckpt_path).is_file():
-            raise UserError(f"checkpoint {ckpt_path} does not exist; pass an existing .ckpt file, 'best' or 'last'")
-        run = Path(ckpt_path).resolve().parent.parent
-        if logger is not None and run.parent == logger[1].resolve() and version_number(run) >= 0:
-            logger[0].version = run.name
-        return
-    if logger is None:
-        return  # another logger: leave 'best'/'last' to Lightning's own lookup
-    logger_args, experiment_dir = logger
-    if logger_args.get("version") is not None:
-        runs = [experiment_dir / run_folder_name(logger_args.version)]
-    else:
-        runs = run_versions(experiment_dir)
-    run = next((run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()), None)
-    if run is None:
-        raise UserError(
-            f"--ckpt_path {ckpt_path}: no run under {experiment_dir} has a checkpoints/last.ckpt; "
-            "train one with 'fit' using the same --config, or pass the path of a .ckpt file"
-        )
-    last = run / "checkpoints" / "last.ckpt"
-    config.ckpt_path = str(last if ckpt_path == "last" else best_checkpoint(last))
-    logger_args.version = run.name
-
-
-def tracked_best(last: Path) -> list[dict]:
-    """The states of the ModelCheckpoints that tracked a best checkpoint in the run of ``last`` (none for a
-    run trained without validation)."""
-    state = load_checkpoint(last)
-    return [value for key, value in state.get("callbacks", {}).items() if key.startswith("ModelCheckpoint")]
-
-
-def best_checkpoint(last: Path) -> Path:
-    """The best checkpoint recorded by ModelCheckpoint in the state of ``last``."""
-    tracked = tracked_best(last)
-    if not tracked:
-        raise UserError(
-            f"the run of {last} kept no best checkpoint (it was trained without validation, data.val_split=0); "
-            "use --ckpt_path last"
-        )
-    for callback_state in tracked:
-        if callback_state.get("best_model_path"):
-            # Only inside this run's own folder: the recorded path may be relative to another working
-            # directory, or name a file of another run (the folder may also have moved since).
-            candidate = last.parent / Path(callback_state["best_model_path"]).name
-            if candidate.is_file():
-                return candidate
-    raise UserError(
-        f"{last} records a best checkpoint that is no longer in {last.parent}; use --ckpt_path last or a file path"
-    )
 
 
 def _exit_stopped(signum: signal.Signals) -> None:

@@ -23,7 +23,7 @@ SECTION_CLASSES = {
     "data": "lightning_cnn.data.MNISTDataModule",
     "trainer": "lightning.pytorch.Trainer",
     "checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "last_checkpoint": "lightning_cnn.checkpoints.LastCheckpoint",
+    "last_checkpoint": "lightning_cnn.callbacks.last_checkpoint.LastCheckpoint",
     "predictions": "lightning_cnn.callbacks.prediction_writer.PredictionWriter",
     "insight": "lightning_cnn.callbacks.insight.TensorBoardInsight",
     "learning_rate": "lightning_cnn.callbacks.learning_rate.LearningRateLogger",

@@ -39,7 +39,8 @@ def test_print_config_resolves_an_experiment(tmp_path):
     config = yaml.safe_load(result.stdout)
     assert config["model"]["backbone"]["class_path"] == "lightning_cnn.models.TwoConvNet"
     assert config["model"]["optimizer"]["init_args"]["momentum"] == 0.5
-    assert config["data"]["batch_size"] == 64
+    assert config["data"]["class_path"].endswith("MNISTDataModule")  # the default data module
+    assert config["data"]["init_args"]["batch_size"] == 64
 
 
 def fit_one_batch(*configs: str, data_dir: Path, cwd: Path) -> None:
@@ -176,7 +177,7 @@ def test_progress_bar_names_the_run_folder(tmp_path, version, shown):
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from lightning_cnn.cli import RunProgressBar
+    from lightning_cnn.callbacks.progress_bar import RunProgressBar
 
     bar = RunProgressBar()
     logger = TensorBoardLogger(tmp_path, name="run", version=version)

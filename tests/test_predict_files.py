@@ -10,8 +10,8 @@ import torch
 from conftest import make_synthetic_mnist, run_cli
 from PIL import Image
 
+from lightning_cnn.data.images import ImageReadError, find_images, load_image
 from lightning_cnn.errors import DataError
-from lightning_cnn.images import ImageReadError, find_images, load_image
 from lightning_cnn.models import TwoConvNet
 
 

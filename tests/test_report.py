@@ -11,7 +11,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnn import cli
-from lightning_cnn.report import collect_runs, write_report
+from lightning_cnn.tools.report import collect_runs, write_report
 
 RUNS = {"quickstart/version_0": 2, "seed000/version_0": 1}  # run -> epochs trained
 

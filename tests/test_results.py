@@ -2,8 +2,8 @@
 
 from conftest import REPO, run_cli
 
-from lightning_cnn.report import collect_runs
-from lightning_cnn.results import REPORTED, results_markdown
+from lightning_cnn.tools.report import collect_runs
+from lightning_cnn.tools.results import REPORTED, results_markdown
 
 
 def test_results_page_reads_its_numbers_from_the_run_logs(synthetic_data_dir, tmp_path):

@@ -5,8 +5,8 @@ import csv
 import yaml
 from conftest import REPO, run_cli
 
-from lightning_cnn.report import collect_runs
-from lightning_cnn.sweep import load_sweep
+from lightning_cnn.tools.report import collect_runs
+from lightning_cnn.tools.sweep import load_sweep
 
 
 def write_sweep(tmp_path, spec):

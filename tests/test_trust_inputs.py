@@ -22,8 +22,8 @@ from conftest import make_synthetic_mnist, run_main
 from PIL import Image
 
 from lightning_cnn.checkpoints import CheckpointError, load_checkpoint
+from lightning_cnn.data.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS, ImageReadError, find_images, load_image
 from lightning_cnn.errors import DataError
-from lightning_cnn.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS, ImageReadError, find_images, load_image
 from lightning_cnn.models import TwoConvNet
 
 
@@ -128,12 +128,12 @@ def test_export_that_cannot_write_its_files_removes_the_folders_it_created(works
 
 def test_a_failed_export_leaves_no_folder_behind(workspace, monkeypatch):
     pytest.importorskip("onnx")
-    import lightning_cnn.export
+    import lightning_cnn.tools.export
 
     def fail(*args, **kwargs):
         raise RuntimeError("exported model.onnx differs from the checkpoint")
 
-    monkeypatch.setattr(lightning_cnn.export, "verify_export", fail)
+    monkeypatch.setattr(lightning_cnn.tools.export, "verify_export", fail)
     with pytest.raises(RuntimeError, match="differs"):
         run_main(*export_args("new/nested/export"))
     assert not (workspace / "new").exists()

@@ -24,9 +24,9 @@ from torchvision.datasets import MNIST
 from lightning_cnn.data.augmentation import Augmentation
 from lightning_cnn.data.base import ImageDataModule
 from lightning_cnn.data.files import MNIST_FILES, OFFICIAL_EXTRACTED, damaged_raw_files
+from lightning_cnn.data.images import SUPPORTED_FORMATS, ImageReadError, find_images, load_image
 from lightning_cnn.data.loader import TensorBatchLoader
 from lightning_cnn.errors import DataError
-from lightning_cnn.images import SUPPORTED_FORMATS, ImageReadError, find_images, load_image
 
 
 class MNISTDataModule(ImageDataModule):

@@ -21,10 +21,11 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.imports import RequirementCache
 
 from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
-from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, QuietUsageParser, resolve_run_checkpoint
+from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, QuietUsageParser
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.module import ImageClassifier
+from lightning_cnn.runs.checkpoints import resolve_run_checkpoint
 
 ONNX_FILENAME, TORCHSCRIPT_FILENAME, METADATA_FILENAME = "model.onnx", "model.pt", "export.json"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

@@ -1,6 +1,6 @@
 """The results page: every experiment's logged accuracy beside the figure its tutorial reported.
 
-Reads the run folders under a log root (see :mod:`lightning_cnn.report`), groups the versions of
+Reads the run folders under a log root (see :mod:`lightning_cnn.tools.report`), groups the versions of
 each experiment (one per seed), and writes a Markdown page with the mean and spread of the test
 accuracy, the recipe, the training time and the hardware. Only the tutorials' own figures are
 written here by hand; every number of ours comes from the logs.
@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_cnn.report import RunSummary, collect_runs
+from lightning_cnn.tools.report import RunSummary, collect_runs
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from lightning_cnn.cli import tracked_best
 from lightning_cnn.errors import UserError
-from lightning_cnn.report import duration, percent, summarize_run
+from lightning_cnn.runs.checkpoints import tracked_best
 from lightning_cnn.runs.folders import run_versions
+from lightning_cnn.tools.report import duration, percent, summarize_run
 
 
 @dataclass
