@@ -18,20 +18,22 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cnn.callbacks.dashboard import Dashboard
 from lightning_cnn.callbacks.gc_freeze import FreezeLongLivedObjects
 from lightning_cnn.callbacks.global_batch_size import GlobalBatchSizeLogger
-from lightning_cnn.callbacks.insight import TensorBoardInsight
 from lightning_cnn.callbacks.last_checkpoint import LastCheckpoint
 from lightning_cnn.callbacks.learning_rate import LearningRateLogger
 from lightning_cnn.callbacks.prediction_writer import PredictionWriter
 from lightning_cnn.callbacks.progress_bar import RunProgressBar
 from lightning_cnn.callbacks.run_config import RunConfigCallback
+from lightning_cnn.callbacks.run_record import RunRecorder
 from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
@@ -52,7 +54,14 @@ TOOLS = {
     "sweep": "lightning_cnn.tools.sweep",  # a grid of overrides, one process per run
     "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
 }
-
+# This CLI's own callbacks, each configured in its own section (checkpoint.monitor, insight.filters, ...).
+CALLBACK_SECTIONS = {
+    "checkpoint": ModelCheckpoint,  # the best checkpoint by validation accuracy
+    "last_checkpoint": LastCheckpoint,  # last.ckpt at every epoch end and on SIGINT/SIGTERM
+    "predictions": PredictionWriter,  # the predict CSV
+    "insight": Dashboard,  # dashboard images, hparams, graph and timing
+    "learning_rate": LearningRateLogger,  # the learning rate, in the training group
+}
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -86,13 +95,10 @@ class CNNLightningCLI(LightningCLI):
     last_claimed_run: Path | None = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # last.ckpt at every epoch end and on SIGINT/SIGTERM (last_checkpoint.*); the predict CSV (predictions.*).
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        # Dashboard images, hparams, graph and timing (insight.*), and the learning rate (learning_rate.*).
-        parser.add_lightning_class_args(TensorBoardInsight, "insight")
-        parser.add_lightning_class_args(LearningRateLogger, "learning_rate")
+        # This CLI's own callbacks, each configured in its own section. They are added to the trainer by
+        # instantiate_trainer, which leaves out the ones a command has no use for.
+        for section, callback_class in CALLBACK_SECTIONS.items():
+            parser.add_class_arguments(callback_class, section, fail_untyped=False, sub_configs=True)
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -155,30 +161,39 @@ class CNNLightningCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _check_inputs
 
-    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: object) -> Trainer:
+        config = self.config_init[self.subcommand]
+        trainer_config = config["trainer"]
+        listed = trainer_config.get("callbacks") or []
+        listed = list(listed) if isinstance(listed, list) else [listed]
+        own = self._own_callbacks(config, trainer_config, listed)
+        if not self.datamodule.has_validation and trainer_config.get("limit_val_batches") is None:
+            # data.val_split=0: nothing is validated, and Lightning need not look for validation batches.
+            kwargs.setdefault("limit_val_batches", 0)
+        return super().instantiate_trainer(callbacks=[*listed, *own], **kwargs)
+
+    def _own_callbacks(self, config: Namespace, trainer_config: dict, listed: list[Callback]) -> list[Callback]:
+        """This CLI's callbacks for the current command: those it has no use for are left out."""
+        callbacks: list[Callback] = []
+        if trainer_config.get("enable_checkpointing") is not False:
+            # The user asked for no checkpoints: this CLI's own (best and last) are left out rather than
+            # let Lightning refuse the combination. Checkpoint callbacks the user lists still make it refuse.
+            callbacks += [config["checkpoint"], config["last_checkpoint"]]
+        if not self.datamodule.has_validation:
+            # Nothing is validated, so no checkpoint can be the best by a val/ metric (last.ckpt stays).
+            callbacks = [callback for callback in callbacks if not _monitors_validation(callback)]
+        if self.subcommand == "predict":
+            # Lightning calls every callback's hooks at every step, used or not; the CSV writer works in predict only.
+            callbacks.append(config["predictions"])
+        callbacks += [*config["insight"].callbacks(), config["learning_rate"], RunRecorder()]
         # Lightning's default (Rich) bar redraws up to 100 times a second from a second thread, a tenth
         # of a small network's training time on a CPU; the same bar redrawn a few times a second costs
         # nothing measurable (benchmarks/throughput.py). A bar the user configures is left alone.
-        configured = config.get("callbacks") or []
-        configured = configured if isinstance(configured, list) else [configured]
-        has_bar = any(isinstance(callback, ProgressBar) for callback in [*configured, *callbacks])
-        if config.get("enable_progress_bar") is not False and not has_bar:
-            callbacks = [*callbacks, RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND)]
-        if self.subcommand != "predict":
-            # Lightning calls every callback's hooks at every step, used or not (some microseconds
-            # each); the CSV writer has nothing to do outside predict.
-            callbacks = [callback for callback in callbacks if not isinstance(callback, PredictionWriter)]
-        if not self.datamodule.has_validation:
-            # data.val_split=0: nothing is validated, so no checkpoint can be the best by a val/ metric
-            # (last.ckpt stays), and Lightning need not look for validation batches.
-            callbacks = [callback for callback in callbacks if not _monitors_validation(callback)]
-            if config.get("limit_val_batches") is None:
-                config = {**config, "limit_val_batches": 0}
-        if config.get("enable_checkpointing") is False:
-            # The user asked for no checkpoints: drop this CLI's own (best and last) rather than let
-            # Lightning refuse the combination. Checkpoint callbacks the user lists still make it refuse.
-            callbacks = [callback for callback in callbacks if not isinstance(callback, ModelCheckpoint)]
-        return super()._instantiate_trainer(config, callbacks)
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(callback, ProgressBar) for callback in listed
+        ):
+            callbacks.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND))
+        return callbacks
 
 
 def _monitors_validation(callback: Callback) -> bool:

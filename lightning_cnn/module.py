@@ -83,7 +83,8 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone(images)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+    def _shared_step(self, batch: tuple[Tensor, Tensor], split: str) -> tuple[Tensor, Tensor]:
+        """The loss and the logits of one batch, with the split's metrics updated."""
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
@@ -92,7 +93,7 @@ class ImageClassifier(pl.LightningModule):
         accuracy.update(logits.detach(), labels)
         # The loss once per image: a mean weighted by batch size (nan_strategy="disable" ignores `weight`).
         mean_loss.update(loss.detach().expand(labels.numel()))
-        return loss
+        return loss, logits
 
     def _log_epoch_metrics(self, split: str) -> None:
         # Logged once per epoch, not per step: each self.log call costs Lightning about half a
@@ -104,7 +105,7 @@ class ImageClassifier(pl.LightningModule):
         self._log_epoch_metrics("test")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._shared_step(batch, "train")
+        loss, _ = self._shared_step(batch, "train")
         bad = ~torch.isfinite(loss.detach()) & (self.first_nonfinite_step < 0)
         self.first_nonfinite_step = torch.where(bad, self.global_step, self.first_nonfinite_step)
         return loss
@@ -137,11 +138,14 @@ class ImageClassifier(pl.LightningModule):
         self.check_loss_finite()
         self._log_epoch_metrics("train")
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        # The dashboards (misclassified examples, confusion matrix) read the logits from here.
+        _, logits = self._shared_step(batch, "val")
+        return {"logits": logits.detach()}
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        _, logits = self._shared_step(batch, "test")
+        return {"logits": logits.detach()}
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -25,7 +25,7 @@ SECTION_CLASSES = {
     "checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "last_checkpoint": "lightning_cnn.callbacks.last_checkpoint.LastCheckpoint",
     "predictions": "lightning_cnn.callbacks.prediction_writer.PredictionWriter",
-    "insight": "lightning_cnn.callbacks.insight.TensorBoardInsight",
+    "insight": "lightning_cnn.callbacks.dashboard.Dashboard",
     "learning_rate": "lightning_cnn.callbacks.learning_rate.LearningRateLogger",
 }
 RESTRICTED = {

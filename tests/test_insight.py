@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn import ImageClassifier
-from lightning_cnn.callbacks.insight import TensorBoardInsight
+from lightning_cnn.callbacks.dashboard import Dashboard
 from lightning_cnn.callbacks.learning_rate import LearningRateLogger
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.models import TwoConvNet
@@ -142,16 +142,14 @@ def test_image_kinds_switch_off_in_yaml(tmp_path):
     assert not events.Tags()["graph"]
 
 
-def fit_in_process(
-    tmp_path: Path, insight: TensorBoardInsight, logger: TensorBoardLogger | bool, epochs: int
-) -> pl.Trainer:
+def fit_in_process(tmp_path: Path, insight: Dashboard, logger: TensorBoardLogger | bool, epochs: int) -> pl.Trainer:
     data = MNISTDataModule(make_synthetic_mnist(tmp_path / "data"), batch_size=32, val_split=100, download=False)
     model = ImageClassifier(TwoConvNet())
     trainer = pl.Trainer(
         max_epochs=epochs,
         limit_train_batches=2,
         logger=logger,
-        callbacks=[insight, LearningRateLogger()],
+        callbacks=[*insight.callbacks(), LearningRateLogger()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -162,7 +160,7 @@ def fit_in_process(
 
 def test_images_every_n_epochs(tmp_path):
     logger = TensorBoardLogger(tmp_path / "logs", name="every2", default_hp_metric=False)
-    fit_in_process(tmp_path, TensorBoardInsight(every_n_epochs=2, time_budget=1, graph=False), logger, epochs=4)
+    fit_in_process(tmp_path, Dashboard(every_n_epochs=2, time_budget=1, graph=False), logger, epochs=4)
     events = load_events(Path(logger.log_dir))
     for tag in EPOCH_IMAGE_TAGS:
         assert [image.step for image in events.Images(tag)] == [4, 8], tag  # after epochs 2 and 4 (2 steps each)
@@ -170,7 +168,7 @@ def test_images_every_n_epochs(tmp_path):
 
 def test_time_budget_skips_epochs_once_the_images_cost_more_than_their_share(tmp_path):
     logger = TensorBoardLogger(tmp_path / "logs", name="budget", default_hp_metric=False)
-    fit_in_process(tmp_path, TensorBoardInsight(time_budget=0, graph=False), logger, epochs=3)
+    fit_in_process(tmp_path, Dashboard(time_budget=0, graph=False), logger, epochs=3)
     events = load_events(Path(logger.log_dir))
     for tag in EPOCH_IMAGE_TAGS:
         assert [image.step for image in events.Images(tag)] == [2], tag  # the first epoch only
@@ -179,5 +177,5 @@ def test_time_budget_skips_epochs_once_the_images_cost_more_than_their_share(tmp
 
 def test_smoke_training_without_a_logger(tmp_path):
     """Smoke test: without a logger the callbacks stay idle (Lightning's own LR monitor would raise)."""
-    trainer = fit_in_process(tmp_path, TensorBoardInsight(), logger=False, epochs=1)
+    trainer = fit_in_process(tmp_path, Dashboard(), logger=False, epochs=1)
     assert trainer.state.finished and trainer.global_step == 2

@@ -1,7 +1,7 @@
 """The ``report`` command: a comparison table and curve plots of the runs under a log root.
 
-Reads each run's TensorBoard event files (and its ``config.yaml`` where the hparams summary is
-missing) and writes ``runs.md``, ``runs.csv``, ``overlay.png`` and one ``curves/<run>.png`` per run.
+Reads each run's record (``summary.json``, see :mod:`lightning_cnn.runs.record`) and writes
+``runs.md``, ``runs.csv``, ``overlay.png`` and one ``curves/<run>.png`` per run.
 ``collect_runs`` is the Python entry point for other tables built from the same numbers.
 """
 
@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from jsonargparse import ArgumentParser
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn.errors import UserError
-from lightning_cnn.runs.tags import TRAIN_SECONDS_TAG
+from lightning_cnn.runs.record import read_record, record_dirs
+from lightning_cnn.runs.tags import CURVE_TAGS
 
 DEFAULT_LOG_ROOT = "lightning_logs"
 CURVE_TITLES = {
@@ -29,7 +27,6 @@ CURVE_TITLES = {
     "train/acc": "training accuracy",
     "val/acc": "validation accuracy",
 }
-CURVE_TAGS = tuple(CURVE_TITLES)
 CSV_COLUMNS = (
     "run",
     "architecture",
@@ -120,135 +117,58 @@ def _natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _run_dirs(log_root: Path) -> list[Path]:
-    folders = {path.parent for path in log_root.rglob("events.out.tfevents.*") if path.is_file()}
-    return sorted(folders, key=lambda folder: _natural_key(folder.relative_to(log_root).as_posix()))
-
-
-def _logged_hparams(accumulator: event_accumulator.EventAccumulator) -> dict[str, bool | float | str]:
-    """The hyperparameters of the run's hparams-tab session (written by ``insight.TensorBoardInsight``)."""
-    try:
-        content = accumulator.PluginTagToContent("hparams").get("_hparams_/session_start_info")
-    except KeyError:  # the run has no hparams summary at all
-        return {}
-    if content is None:
-        return {}
-    values = {}
-    for name, value in plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams.items():
-        kind = value.WhichOneof("kind")
-        values[name] = getattr(value, kind) if kind in ("number_value", "string_value", "bool_value") else None
-    return values
-
-
-def _config_hparams(run_dir: Path) -> dict[str, bool | float | str]:
-    """The recipe read from the run's saved ``config.yaml``, for runs logged without the hparams summary."""
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        return {}
-    try:
-        config = yaml.safe_load(config_file.read_text()) or {}
-    except yaml.YAMLError:
-        return {}
-
-    def section(*keys: str) -> dict:
-        node = config
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node if isinstance(node, dict) else {}
-
-    def class_name(node: dict) -> str | None:
-        path = node.get("class_path")
-        return path.rsplit(".", 1)[-1] if isinstance(path, str) else None
-
-    data = section("data")
-    data = data.get("init_args", data) if isinstance(data.get("init_args"), dict) else data  # data.class_path given
-    values: dict[str, bool | float | str] = {}
-    for name, value in (
-        ("architecture", class_name(section("model", "backbone"))),
-        ("optimizer", class_name(section("model", "optimizer"))),
-        ("scheduler", class_name(section("model", "scheduler")) or "none"),
-        ("lr", section("model", "optimizer", "init_args").get("lr")),
-        ("batch_size", data.get("batch_size")),
-        ("max_epochs", section("trainer").get("max_epochs")),
-        ("val_split", data.get("val_split")),
-    ):
-        if value is not None:
-            values[name] = value
-    if "augmentation" in data:
-        values["augmentation"] = data["augmentation"] is not None
-    return values
-
-
 def _optional(value: object, kind: type) -> int | float | str | bool | None:
     if value is None or (kind is not str and isinstance(value, str)):
         return None
     return kind(value)
 
 
-def summarize_run(run_dir: Path, log_root: Path) -> RunSummary:
-    """Read one run folder's event files (all of them: fit, resumed fit and test) into a ``RunSummary``."""
-    accumulator = event_accumulator.EventAccumulator(
-        str(run_dir),
-        # Keep every scalar; images, histograms and tensors are not needed here.
-        size_guidance={
-            event_accumulator.SCALARS: 0,
-            event_accumulator.IMAGES: 1,
-            event_accumulator.HISTOGRAMS: 1,
-            event_accumulator.TENSORS: 1,
-        },
-    )
-    # The reader warns when a run folder holds several graphs (fit and test both log one): expected here.
-    tensorboard_log = logging.getLogger("tensorboard")
-    level = tensorboard_log.level
-    tensorboard_log.setLevel(logging.ERROR)
-    try:
-        accumulator.Reload()
-    finally:
-        tensorboard_log.setLevel(level)
-    scalar_tags = set(accumulator.Tags()[event_accumulator.SCALARS])
-
-    def values(tag: str) -> list[event_accumulator.ScalarEvent]:
-        return accumulator.Scalars(tag) if tag in scalar_tags else []
-
-    hparams = {**_config_hparams(run_dir), **_logged_hparams(accumulator)}
-    scheduler = hparams.get("scheduler")
-    summary = RunSummary(
+def summarize_run(run_dir: Path, log_root: Path) -> RunSummary | None:
+    """One run folder's record (``summary.json``) as a ``RunSummary``; None for a folder without one."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    recipe = record.get("recipe") or {}
+    scheduler = recipe.get("scheduler")
+    best, test = record.get("best") or {}, record.get("test") or {}
+    return RunSummary(
         run=run_dir.relative_to(log_root).as_posix() or ".",
         path=run_dir,
-        architecture=_optional(hparams.get("architecture"), str),
-        parameters=_optional(hparams.get("parameters"), int),
-        optimizer=_optional(hparams.get("optimizer"), str),
-        learning_rate=_optional(hparams.get("lr"), float),
+        architecture=_optional(recipe.get("architecture"), str),
+        parameters=_optional(recipe.get("parameters"), int),
+        optimizer=_optional(recipe.get("optimizer"), str),
+        learning_rate=_optional(recipe.get("lr"), float),
         scheduler=None if scheduler in (None, "none") else str(scheduler),
-        batch_size=_optional(hparams.get("batch_size"), int),
-        max_epochs=_optional(hparams.get("max_epochs"), int),
-        augmentation=_optional(hparams.get("augmentation"), bool),
-        val_split=_optional(hparams.get("val_split"), float),
-        hardware=_optional(hparams.get("hardware"), str),
+        batch_size=_optional(recipe.get("batch_size"), int),
+        max_epochs=_optional(recipe.get("max_epochs"), int),
+        augmentation=_optional(recipe.get("augmentation"), bool),
+        val_split=_optional(recipe.get("val_split"), float),
+        hardware=_optional(record.get("hardware") or test.get("hardware"), str),
+        best_val_acc=_optional(best.get("val/acc"), float),
+        test_acc=_optional(test.get("test/acc"), float),
+        epochs=int(record.get("epochs") or 0),
+        train_seconds=_optional(record.get("train_seconds"), float),
+        curves={
+            tag: [(int(epoch), float(value)) for epoch, value in record.get("curves", {}).get(tag, [])]
+            for tag in CURVE_TAGS
+        },
     )
-    best = values("val/acc_best")
-    summary.best_val_acc = max(event.value for event in best) if best else None
-    test = values("test/acc")
-    summary.test_acc = test[-1].value if test else None
-    seconds = values(TRAIN_SECONDS_TAG)
-    summary.train_seconds = sum(event.value for event in seconds) if seconds else None
-    summary.epochs = len(values("train/loss"))
-    # Lightning logs the epoch beside every epoch-end metric, at the same step.
-    epoch_at_step = {event.step: int(event.value) for event in values("epoch")}
-    for tag in CURVE_TAGS:
-        events = values(tag)
-        summary.curves[tag] = [
-            (epoch_at_step.get(event.step, index) + 1, event.value) for index, event in enumerate(events)
-        ]
-    return summary
 
 
 def collect_runs(log_root: str | Path = DEFAULT_LOG_ROOT) -> list[RunSummary]:
-    """Every run under ``log_root`` (each folder holding TensorBoard event files), in natural name order."""
+    """Every run under ``log_root`` (each folder holding a run record), in natural name order."""
     log_root = Path(log_root)
     if not log_root.is_dir():
         raise UserError(f"log root {log_root} does not exist; train a run first, or pass --log_root <folder of runs>")
-    return [summarize_run(run_dir, log_root) for run_dir in _run_dirs(log_root)]
+    folders = sorted(record_dirs(log_root), key=lambda folder: _natural_key(folder.relative_to(log_root).as_posix()))
+    return [summary for summary in (summarize_run(folder, log_root) for folder in folders) if summary is not None]
+
+
+def unrecorded_runs(log_root: Path) -> list[Path]:
+    """Folders with TensorBoard event files but no run record (logged by an earlier version, or by hand)."""
+    recorded = set(record_dirs(log_root))
+    folders = {path.parent for path in Path(log_root).rglob("events.out.tfevents.*") if path.is_file()}
+    return sorted(folder for folder in folders - recorded)
 
 
 def percent(value: float | None) -> str:
@@ -372,7 +292,7 @@ def write_report(
     runs = collect_runs(log_root)
     if not runs:
         raise UserError(
-            f"no runs under {log_root} (no TensorBoard event files); train one with "
+            f"no runs under {log_root} (no run record, summary.json, in any folder); train one with "
             "'python -m lightning_cnn fit --config ...', or pass --log_root <folder of runs>"
         )
     plotted = [run for run in runs if any(run.curves.values())]
@@ -406,5 +326,12 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--out", type=str | None, default=None, help="output folder (default: <log_root>/report)")
     config = parser.parse_args(args)
     out, runs = write_report(config.log_root, config.out)
+    unrecorded = unrecorded_runs(Path(config.log_root))
+    if unrecorded:
+        print(
+            f"note: {len(unrecorded)} folders hold TensorBoard logs but no run record (summary.json) and are not "
+            f"shown, such as {unrecorded[0]}; runs trained by this version write one",
+            file=sys.stderr,
+        )
     print(markdown_table(runs), end="")
     print(f"Report written to {out}/ (runs.md, runs.csv, overlay.png, curves/)")

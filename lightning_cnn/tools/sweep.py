@@ -4,7 +4,7 @@ A sweep file names a base config and the runs, either listed (``runs:`` name -> 
 the cartesian product of values (``grid:`` key -> list); ``overrides:`` apply to every run, before
 its own. Each run is ``fit`` then ``test --ckpt_path best`` (``last`` for a run trained without
 validation) in its own processes, logging under ``<log_root>/<sweep>/<run>/``; a failed run is
-recorded and the rest go on; a run whose test accuracy is already logged is skipped.
+recorded and the rest go on; a run whose record already holds a test result is skipped.
 
     python -m lightning_cnn sweep configs/sweeps/seed000_grid.yaml
 """
@@ -26,7 +26,8 @@ import yaml
 from lightning_cnn.errors import UserError
 from lightning_cnn.runs.checkpoints import tracked_best
 from lightning_cnn.runs.folders import run_versions
-from lightning_cnn.tools.report import duration, percent, summarize_run
+from lightning_cnn.runs.record import read_record
+from lightning_cnn.tools.report import RunSummary, duration, percent, summarize_run
 
 
 @dataclass
@@ -86,9 +87,11 @@ def load_sweep(path: Path) -> tuple[str, list[str], list[SweepRun]]:
     return spec.get("name") or path.stem, configs, runs
 
 
-def _finished(experiment_dir: Path, log_root: Path) -> Path | None:
+def _finished(experiment_dir: Path) -> Path | None:
+    """The first run of the experiment whose record holds a test result."""
     for run_dir in sorted(experiment_dir.glob("version_*")):
-        if summarize_run(run_dir, log_root).test_acc is not None:
+        record = read_record(run_dir)
+        if record is not None and record.get("test"):
             return run_dir
     return None
 
@@ -105,7 +108,7 @@ def _test_checkpoint(experiment_dir: Path) -> str:
 def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra: list[str]) -> None:
     """Fit then test one run in subprocesses, appending their output to the run's ``sweep.log``."""
     experiment_dir = log_root / sweep / run.name
-    run_dir = _finished(experiment_dir, log_root)
+    run_dir = _finished(experiment_dir)
     if run_dir is not None:
         run.status = "done (skipped)"
     else:
@@ -130,7 +133,7 @@ def execute(run: SweepRun, sweep: str, configs: list[str], log_root: Path, extra
         run.command_seconds = time.perf_counter() - started
         run_dir = run_versions(experiment_dir)[0]
         run.status = "done"
-    summary = summarize_run(run_dir, log_root)
+    summary = summarize_run(run_dir, log_root) or RunSummary(run.name, run_dir)
     run.best_val_acc, run.test_acc, run.train_seconds = summary.best_val_acc, summary.test_acc, summary.train_seconds
 
 

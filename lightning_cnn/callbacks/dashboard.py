@@ -1,0 +1,80 @@
+"""The ``insight.*`` settings: which dashboard callbacks a run gets, and the time budget they share."""
+
+from __future__ import annotations
+
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
+from lightning.pytorch.callbacks import Callback
+
+from lightning_cnn.callbacks.confusion_matrix import ConfusionMatrix
+from lightning_cnn.callbacks.feature_maps import FeatureMaps
+from lightning_cnn.callbacks.image_budget import ImageBudget
+from lightning_cnn.callbacks.input_grid import InputGrid
+from lightning_cnn.callbacks.misclassified import Misclassified
+from lightning_cnn.callbacks.run_info import RunInfo
+from lightning_cnn.callbacks.tensorboard import DashboardCallback
+
+
+class Dashboard:
+    """What a run shows in TensorBoard beyond its loss and accuracy curves, one callback per kind.
+
+    Images, one tag per kind and one image per drawn epoch: ``train/inputs`` (:class:`InputGrid`),
+    ``val/misclassified`` (:class:`Misclassified`), ``val/confusion_matrix`` (:class:`ConfusionMatrix`),
+    ``filters/<first conv>``, ``feature_maps/input`` and ``feature_maps/<conv>`` (:class:`FeatureMaps`);
+    ``test`` logs ``test/misclassified`` and ``test/confusion_matrix`` once. :class:`RunInfo` fills the
+    hparams tab and logs the graph; :class:`ImageBudget` logs ``time/train_seconds``,
+    ``time/insight_seconds`` and ``time/insight_skipped_epochs``.
+
+    Args:
+        input_grid: log a grid of training inputs.
+        misclassified: log misclassified validation/test examples.
+        confusion_matrix: log the validation/test confusion matrix.
+        filters: log the first convolution's filters.
+        feature_maps: log every convolution's feature maps for one fixed validation image.
+        graph: log the model graph (traced on the module's ``example_input_array``).
+        hparams: fill the hparams tab with the run's recipe and its final metrics.
+        every_n_epochs: log images at the end of every n-th epoch.
+        time_budget: most fraction of the training time the images may take; an epoch whose turn
+            comes while they have cost more so far is skipped (the first is always drawn, so 0
+            draws only the first). 1 turns the limit off.
+        num_inputs: how many training inputs the grid shows.
+        num_misclassified: at most this many misclassified examples per figure.
+    """
+
+    def __init__(
+        self,
+        input_grid: bool = True,
+        misclassified: bool = True,
+        confusion_matrix: bool = True,
+        filters: bool = True,
+        feature_maps: bool = True,
+        graph: bool = True,
+        hparams: bool = True,
+        every_n_epochs: PositiveInt = 1,
+        time_budget: ClosedUnitInterval = 0.03,
+        num_inputs: PositiveInt = 32,
+        num_misclassified: PositiveInt = 16,
+    ) -> None:
+        self.input_grid, self.misclassified, self.confusion_matrix = input_grid, misclassified, confusion_matrix
+        self.filters, self.feature_maps, self.graph, self.hparams = filters, feature_maps, graph, hparams
+        self.every_n_epochs, self.time_budget = every_n_epochs, time_budget
+        self.num_inputs, self.num_misclassified = num_inputs, num_misclassified
+
+    def callbacks(self) -> list[Callback]:
+        """The callbacks these settings switch on, the budget first (it decides each epoch before they draw).
+
+        A kind that is off has no callback, so it costs nothing per step.
+        """
+        images: list[DashboardCallback] = []
+        if self.input_grid:
+            images.append(InputGrid(self.num_inputs))
+        if self.misclassified:
+            images.append(Misclassified(self.num_misclassified))
+        if self.confusion_matrix:
+            images.append(ConfusionMatrix())
+        if self.filters or self.feature_maps:
+            images.append(FeatureMaps(self.filters, self.feature_maps))
+        budget = ImageBudget(self.every_n_epochs, self.time_budget)
+        for callback in images:
+            callback.budget = budget
+        run_info = [RunInfo(self.hparams, self.graph)] if self.hparams or self.graph else []
+        return [budget, *run_info, *images]

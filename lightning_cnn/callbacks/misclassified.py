@@ -1,0 +1,81 @@
+"""What the network gets wrong: ``val/misclassified`` and ``test/misclassified``, with predicted and true labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from jsonargparse.typing import PositiveInt
+from torch import Tensor
+
+from lightning_cnn.callbacks.figures import misclassified_figure
+from lightning_cnn.callbacks.tensorboard import (
+    DashboardCallback,
+    batch_logits,
+    class_names,
+    denormalize,
+    images_and_labels,
+    tensorboard_logger,
+)
+
+
+class Misclassified(DashboardCallback):
+    """Logs the misclassified examples of the first validation (and test) batch, drawn at the epoch end.
+
+    The predictions come from the logits the evaluation step returns, so no batch is run twice.
+
+    Args:
+        num_misclassified: at most this many examples per figure.
+    """
+
+    def __init__(self, num_misclassified: PositiveInt = 16) -> None:
+        self.num_misclassified = num_misclassified
+        self._first_batch: tuple[Tensor, Tensor, Tensor] | None = None  # images, labels, predictions
+
+    def _collect(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        pair = images_and_labels(batch) if batch_idx == 0 and trainer.is_global_zero else None
+        if pair is None or trainer.sanity_checking or not self.drawing(trainer):
+            return
+        images, labels = pair
+        self._first_batch = (images, labels, batch_logits(pl_module, outputs, images).argmax(dim=1))
+
+    def _draw(self, trainer: pl.Trainer, split: str) -> None:
+        first, self._first_batch = self._first_batch, None
+        if first is None:
+            return
+        images, labels, predictions = first
+        with self.timed():
+            figure = misclassified_figure(
+                denormalize(trainer, images), labels, predictions, self.num_misclassified, class_names(trainer)
+            )
+            tensorboard_logger(trainer).experiment.add_figure(f"{split}/misclassified", figure, trainer.global_step)
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._collect(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._collect(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._draw(trainer, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._draw(trainer, "test")

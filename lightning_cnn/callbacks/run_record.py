@@ -1,0 +1,137 @@
+"""Keeps the run's ``summary.json`` (see :mod:`lightning_cnn.runs.record`) current during fit and test."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import Tensor
+
+from lightning_cnn.runs.recipe import hardware_name, run_hyperparameters
+from lightning_cnn.runs.record import new_record, read_record, write_record
+from lightning_cnn.runs.tags import BEST_TAG, RECORDED_CURVES
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in metrics.items()
+        if (isinstance(value, Tensor) and value.numel() == 1) or isinstance(value, (int, float))
+    }
+
+
+class RunRecorder(Callback):
+    """Writes the run record into the logger's run folder (rank zero; nothing without a logger)."""
+
+    def __init__(self) -> None:
+        self._record: dict[str, Any] | None = None
+        self._train_start: float | None = None
+
+    @staticmethod
+    def run_dir(trainer: pl.Trainer) -> Path | None:
+        return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
+
+    def _load(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        run_dir = self.run_dir(trainer)
+        if run_dir is None or not trainer.is_global_zero:
+            return None
+        if self._record is None:
+            self._record = read_record(run_dir) or new_record()
+        return self._record
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        record, run_dir = self._record, self.run_dir(trainer)
+        if record is None or run_dir is None:
+            return
+        record["checkpoints"] = self._checkpoints(trainer, run_dir, record["checkpoints"])
+        write_record(run_dir, record)
+
+    @staticmethod
+    def _checkpoints(trainer: pl.Trainer, run_dir: Path, known: dict[str, str | None]) -> dict[str, str | None]:
+        def relative(path: str | Path) -> str:
+            path = Path(path)
+            return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else str(path)
+
+        best = known.get("best")
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+                best = relative(callback.best_model_path)
+                break
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return {"best": best, "last": relative(last) if last.is_file() else known.get("last")}
+
+    # -- fit -------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_start = time.perf_counter()
+        record = self._load(trainer)
+        if record is None:
+            return
+        record["recipe"] = run_hyperparameters(trainer, pl_module)
+        record["hardware"] = hardware_name(trainer)
+        record["status"] = "training"
+        # A resumed fit (its loops are restored by now) trains again from its checkpoint's epoch: what
+        # was recorded after it is replaced.
+        resumed_at = trainer.current_epoch
+        record["curves"] = {
+            tag: [point for point in points if point[0] <= resumed_at] for tag, points in record["curves"].items()
+        }
+        record["epochs"] = min(record["epochs"], resumed_at)
+        self._save(trainer)
+
+    def _record_epochs(self, trainer: pl.Trainer) -> None:
+        """The epoch just trained (and validated), read from the metrics Lightning holds after it."""
+        record = self._record
+        completed = trainer.current_epoch  # epochs completed so far
+        if record is None or completed <= record["epochs"]:
+            return
+        metrics = _scalars(trainer.callback_metrics)
+        for tag in RECORDED_CURVES:
+            if tag in metrics:
+                record["curves"].setdefault(tag, []).append([completed, metrics[tag]])
+        record["epochs"], record["final"] = completed, metrics
+        if BEST_TAG in metrics and (record["best"] is None or metrics[BEST_TAG] > record["best"]["val/acc"]):
+            record["best"] = {"val/acc": metrics[BEST_TAG], "epoch": completed}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Callbacks' epoch-end hooks run before the module logs its training metrics, so the epoch
+        # just ended is recorded when the next one starts (and at the end of training).
+        if self._record is not None and trainer.current_epoch > self._record["epochs"]:
+            self._record_epochs(trainer)
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record_epochs(trainer)
+        if self._record is not None and self._train_start is not None:
+            self._record["fit_sessions"].append(time.perf_counter() - self._train_start)
+            self._record["train_seconds"] = sum(self._record["fit_sessions"])
+        self._train_start = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._record is not None:
+            self._record["status"] = "finished"
+            self._save(trainer)
+
+    # -- test ------------------------------------------------------------------------------------
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record = self._load(trainer)
+        if record is None:
+            return
+        if not record["recipe"]:  # a checkpoint tested into a folder of its own
+            record["recipe"] = run_hyperparameters(trainer, pl_module)
+        run_dir = self.run_dir(trainer)
+        checkpoint = trainer.ckpt_path
+        if checkpoint is not None and Path(checkpoint).is_relative_to(run_dir):
+            checkpoint = Path(checkpoint).relative_to(run_dir).as_posix()
+        metrics = {
+            name: value for name, value in _scalars(trainer.callback_metrics).items() if name.startswith("test/")
+        }
+        record["test"] = {**metrics, "checkpoint": checkpoint, "hardware": hardware_name(trainer)}
+        self._save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._record is not None and trainer.state.fn == "fit":
+            self._record["status"] = "stopped"
+            self._save(trainer)
