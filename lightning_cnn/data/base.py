@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
+
+# One value for every channel, or one per channel.
+ChannelValues = float | Sequence[float]
+
+
+def per_channel(values: ChannelValues, like: Tensor) -> Tensor:
+    """``values`` shaped to broadcast over the channels of an ``(N, C, H, W)`` batch like ``like``."""
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(-1, 1, 1)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -17,7 +28,8 @@ class ImageDataModule(pl.LightningDataModule):
         num_classes: number of classes (linked to ``model.num_classes``).
         image_shape: ``(channels, height, width)`` of one image (linked to ``model.input_shape``).
         batch_size: training batch size per device.
-        mean, std: the normalization, on the [0, 1] pixel scale: the network sees ``(pixels / 255 - mean) / std``.
+        mean, std: the normalization, on the [0, 1] pixel scale: the network sees ``(pixels / 255 - mean) / std``;
+            one float for every channel, or one value per channel.
         predict_names: one name per predicted row (a file path, or a dataset index), set by ``setup("predict")``.
         predict_failures: the input files that could not be read and were skipped.
     """
@@ -25,8 +37,8 @@ class ImageDataModule(pl.LightningDataModule):
     num_classes: int = 10
     image_shape: tuple[int, int, int] = (1, 28, 28)
     batch_size: int = 64
-    mean: float = 0.0
-    std: float = 1.0
+    mean: ChannelValues = 0.0
+    std: ChannelValues = 1.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,7 +57,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def denormalize(self, images: Tensor) -> Tensor:
         """Images as the network sees them, back on the [0, 1] pixel scale for display."""
-        return (images.detach().float() * self.std + self.mean).clamp(0, 1)
+        images = images.detach().float()
+        return (images * per_channel(self.std, images) + per_channel(self.mean, images)).clamp(0, 1)
 
     def check_inputs(self, stage: str) -> None:
         """Raise a DataError for data that cannot serve ``stage``, before any run folder exists (cheap checks only)."""

@@ -136,11 +136,12 @@ def _border_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def to_mnist(gray: np.ndarray, name: str = "image") -> Tensor:
+def to_mnist(gray: np.ndarray, name: str = "image", box: int = DIGIT_BOX) -> Tensor:
     """Turn gray levels (height, width) into an MNIST-style uint8 tensor of shape (1, 28, 28).
 
-    Light ink on dark, background at zero; the digit's bounding box scaled to fit 20x20 with its
-    aspect ratio kept, then placed so that its center of mass is the center of the 28x28 field.
+    Light ink on dark, background at zero; the digit's bounding box scaled to fit ``box`` x ``box``
+    (20 for MNIST) with its aspect ratio kept, then placed so that its center of mass is the center
+    of the 28x28 field.
     """
     background = _border_level(gray)
     if background > 127.5:  # dark ink on light paper: MNIST is the other way round
@@ -155,7 +156,7 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> Tensor:
     digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
     height, width = digit.shape
-    scale = DIGIT_BOX / max(height, width)
+    scale = box / max(height, width)
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
     resized = Image.fromarray(digit.astype(np.float32)).resize((new_width, new_height), Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
@@ -171,11 +172,11 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> Tensor:
     return torch.from_numpy(np.rint(field).astype(np.uint8)).unsqueeze(0)
 
 
-def load_image(path: str | Path) -> Tensor:
-    """Read one image file as an MNIST-style uint8 tensor of shape (1, 28, 28).
+def load_image(path: str | Path, box: int = DIGIT_BOX) -> Tensor:
+    """Read one image file as an MNIST-style uint8 tensor of shape (1, 28, 28), its ink fit to ``box`` pixels.
 
     Raises:
         ImageReadError: the file is not a readable image or shows no digit.
     """
     path = Path(path)
-    return to_mnist(read_grayscale(path), name=str(path))
+    return to_mnist(read_grayscale(path), name=str(path), box=box)

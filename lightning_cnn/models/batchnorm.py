@@ -2,12 +2,15 @@
 
 Stages of two conv-BN-ReLU layers at widths w, 2w, 4w with max pooling between them, then global
 average pooling and one linear layer. With augmentation it reaches the 99.7% range of the best
-published single plain CNNs on MNIST.
+published single plain CNNs on MNIST. The global pooling makes it independent of the image size
+(at least 4x4, for its two poolings).
 """
 
 from collections import OrderedDict
 
 from torch import Tensor, nn
+
+from lightning_cnn.models.sizing import ImageSize, ImageTooSmallError, height_width
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -21,7 +24,10 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class BatchNormCNN(nn.Module):
-    """Three stages of 3x3 conv-BN-ReLU pairs (widths ``width``, 2x, 4x), global pooling, linear head."""
+    """Three stages of 3x3 conv-BN-ReLU pairs (widths ``width``, 2x, 4x), global pooling, linear head.
+
+    ``image_size`` changes no layer (the head pools globally); it is checked against the two poolings.
+    """
 
     def __init__(
         self,
@@ -29,14 +35,21 @@ class BatchNormCNN(nn.Module):
         num_classes: int = 10,
         width: int = 32,
         dropout: float = 0.1,
+        image_size: ImageSize = 28,
     ) -> None:
         super().__init__()
+        height, width_pixels = height_width(image_size)
+        if min(height, width_pixels) < 4:
+            raise ImageTooSmallError(
+                f"images of {height}x{width_pixels} pixels are too small for BatchNormCNN's two 2x2 poolings; "
+                "use images of at least 4x4 pixels"
+            )
         widths = (width, 2 * width, 4 * width)
         self.features = nn.Sequential(
             OrderedDict(
                 block1=conv_bn_relu(in_channels, widths[0]),
                 block2=conv_bn_relu(widths[0], widths[0]),
-                pool1=nn.MaxPool2d(2),  # 28 -> 14
+                pool1=nn.MaxPool2d(2),  # 28 -> 14 (for MNIST)
                 block3=conv_bn_relu(widths[0], widths[1]),
                 block4=conv_bn_relu(widths[1], widths[1]),
                 pool2=nn.MaxPool2d(2),  # 14 -> 7

@@ -2,12 +2,16 @@
 
 Each returns logits (the originals end in log-softmax or softmax); parameter counts are for a
 1x28x28 input and 10 classes and are checked by the tests. Layers are named as the tutorials
-name them (``conv1``, ``pool1``, ``fc``), so summaries and dashboard tags read the same.
+name them (``conv1``, ``pool1``, ``fc``), so summaries and dashboard tags read the same. Every
+network takes ``in_channels``, ``num_classes`` and ``image_size`` and sizes its first linear layer
+from them (the tutorials' 320 and 3136 are what a 1x28x28 image gives).
 """
 
 from collections import OrderedDict
 
 from torch import nn
+
+from lightning_cnn.models.sizing import ImageSize, flat_features
 
 
 class TwoConvNet(nn.Sequential):
@@ -17,20 +21,21 @@ class TwoConvNet(nn.Sequential):
     -> flatten 320 -> linear(320->10). ``dropout=False`` gives the variant without Dropout2d.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: bool = True) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
-                pool1=nn.MaxPool2d(2),
-                relu1=nn.ReLU(),
-                conv2=nn.Conv2d(10, 20, kernel_size=5),
-                dropout=nn.Dropout2d() if dropout else nn.Identity(),
-                pool2=nn.MaxPool2d(2),
-                relu2=nn.ReLU(),
-                flatten=nn.Flatten(),
-                fc=nn.Linear(320, num_classes),
-            )
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, dropout: bool = True, image_size: ImageSize = 28
+    ) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
+            pool1=nn.MaxPool2d(2),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(10, 20, kernel_size=5),
+            dropout=nn.Dropout2d() if dropout else nn.Identity(),
+            pool2=nn.MaxPool2d(2),
+            relu2=nn.ReLU(),
+            flatten=nn.Flatten(),
         )
+        layers["fc"] = nn.Linear(flat_features(layers, in_channels, image_size), num_classes)
+        super().__init__(layers)
 
 
 class ThreeConvNet(nn.Sequential):
@@ -40,24 +45,23 @@ class ThreeConvNet(nn.Sequential):
     -> conv(40->80, k2) -> Dropout2d -> pool -> ReLU -> flatten 320 -> linear(320->10).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
-                pool1=nn.MaxPool2d(2),
-                relu1=nn.ReLU(),
-                conv2=nn.Conv2d(10, 40, kernel_size=3),
-                dropout2=nn.Dropout2d(),
-                pool2=nn.MaxPool2d(2),
-                relu2=nn.ReLU(),
-                conv3=nn.Conv2d(40, 80, kernel_size=2),
-                dropout3=nn.Dropout2d(),
-                pool3=nn.MaxPool2d(2),
-                relu3=nn.ReLU(),
-                flatten=nn.Flatten(),
-                fc=nn.Linear(320, num_classes),
-            )
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: ImageSize = 28) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 10, kernel_size=5),
+            pool1=nn.MaxPool2d(2),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(10, 40, kernel_size=3),
+            dropout2=nn.Dropout2d(),
+            pool2=nn.MaxPool2d(2),
+            relu2=nn.ReLU(),
+            conv3=nn.Conv2d(40, 80, kernel_size=2),
+            dropout3=nn.Dropout2d(),
+            pool3=nn.MaxPool2d(2),
+            relu3=nn.ReLU(),
+            flatten=nn.Flatten(),
         )
+        layers["fc"] = nn.Linear(flat_features(layers, in_channels, image_size), num_classes)
+        super().__init__(layers)
 
 
 class ConvMLPNet(nn.Sequential):
@@ -67,21 +71,22 @@ class ConvMLPNet(nn.Sequential):
     -> flatten 3136 -> linear(3136->128) -> ReLU -> linear(128->10).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, hidden_features: int = 128) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
-                relu1=nn.ReLU(),
-                pool1=nn.MaxPool2d(2),
-                conv2=nn.Conv2d(32, 64, kernel_size=3, padding=1),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                flatten=nn.Flatten(),
-                fc1=nn.Linear(64 * 7 * 7, hidden_features),
-                relu3=nn.ReLU(),
-                fc2=nn.Linear(hidden_features, num_classes),
-            )
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, hidden_features: int = 128, image_size: ImageSize = 28
+    ) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
         )
+        layers["fc1"] = nn.Linear(flat_features(layers, in_channels, image_size), hidden_features)
+        layers["relu3"] = nn.ReLU()
+        layers["fc2"] = nn.Linear(hidden_features, num_classes)
+        super().__init__(layers)
 
 
 class KerasConvNet(nn.Sequential):
@@ -91,21 +96,20 @@ class KerasConvNet(nn.Sequential):
     -> flatten 1152 -> linear(1152->10).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
-                relu1=nn.ReLU(),
-                pool1=nn.MaxPool2d(2),
-                conv2=nn.Conv2d(32, 64, kernel_size=3),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                conv3=nn.Conv2d(64, 128, kernel_size=3),
-                relu3=nn.ReLU(),
-                flatten=nn.Flatten(),
-                fc=nn.Linear(128 * 3 * 3, num_classes),
-            )
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: ImageSize = 28) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, kernel_size=3),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(64, 128, kernel_size=3),
+            relu3=nn.ReLU(),
+            flatten=nn.Flatten(),
         )
+        layers["fc"] = nn.Linear(flat_features(layers, in_channels, image_size), num_classes)
+        super().__init__(layers)
 
 
 class SmallConvNet(nn.Sequential):
@@ -116,19 +120,18 @@ class SmallConvNet(nn.Sequential):
     returns logits for cross-entropy.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
-                relu1=nn.ReLU(),
-                pool1=nn.MaxPool2d(2),
-                conv2=nn.Conv2d(32, 64, kernel_size=2),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                flatten=nn.Flatten(),
-                fc=nn.Linear(64 * 6 * 6, num_classes),
-            )
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: ImageSize = 28) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, kernel_size=2),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
         )
+        layers["fc"] = nn.Linear(flat_features(layers, in_channels, image_size), num_classes)
+        super().__init__(layers)
 
 
 class SmallConvKerasNet(nn.Sequential):
@@ -137,19 +140,18 @@ class SmallConvKerasNet(nn.Sequential):
     conv32 k3 -> ReLU -> pool -> conv64 k3 -> ReLU -> pool -> flatten 1600 -> linear(1600->10).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
-                relu1=nn.ReLU(),
-                pool1=nn.MaxPool2d(2),
-                conv2=nn.Conv2d(32, 64, kernel_size=3),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                flatten=nn.Flatten(),
-                fc=nn.Linear(64 * 5 * 5, num_classes),
-            )
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: ImageSize = 28) -> None:
+        layers = OrderedDict(
+            conv1=nn.Conv2d(in_channels, 32, kernel_size=3),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, kernel_size=3),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
         )
+        layers["fc"] = nn.Linear(flat_features(layers, in_channels, image_size), num_classes)
+        super().__init__(layers)
 
 
 def count_parameters(model: nn.Module) -> int:
