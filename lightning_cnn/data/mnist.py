@@ -95,8 +95,14 @@ class MNISTDataModule(InMemoryImageDataModule):
         """Raise a DataError naming any damaged or mismatched extracted file, before anything parses it."""
         damaged = damaged_raw_files(self.raw_dir, self.dataset)
         if damaged:
+            # Each reason once (the two files of a mismatched split share theirs), prefixed by the files it is about
+            # unless it names them itself.
+            files_by_reason: dict[str, list[str]] = {}
+            for name, why in damaged.items():
+                files_by_reason.setdefault(why, []).append(name)
             details = "; ".join(
-                dict.fromkeys(why if why.startswith(name) else f"{name}: {why}" for name, why in damaged.items())
+                why if any(name in why for name in names) else f"{', '.join(names)}: {why}"
+                for why, names in files_by_reason.items()
             )
             raise DataError(
                 f"damaged or mismatched {self.dataset.description} files in {self.raw_dir} ({details}); delete them "
