@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import torch
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnn.data import ImageDataModule
 
@@ -160,6 +162,43 @@ def _run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.Complet
             else:
                 os.environ[key] = value
     return subprocess.CompletedProcess(["lightning_cnn", *args], code, out.getvalue(), err.getvalue())
+
+
+def config_run_args(
+    config: str, data_dir: Path, save_dir: Path, *extra: str, name: str | None = None, train_batches: int = 3
+) -> list[str]:
+    """The arguments of a short run of ``configs/<config>`` on a tiny dataset: a few training batches,
+    100 validation images, logged under ``save_dir`` (as experiment ``name``, else the config's own)."""
+    return [
+        "--config", str(REPO / "configs" / config),
+        "--data.data_dir", str(data_dir),
+        "--data.val_split", "100",
+        "--trainer.logger.init_args.save_dir", str(save_dir),
+        *(("--trainer.logger.init_args.name", name) if name else ()),
+        "--trainer.limit_train_batches", str(train_batches),
+        "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    """Every scalar, image and tensor a run folder's TensorBoard event files hold, read back by TensorBoard's reader."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def logged(run_dir: Path, tag: str) -> list[float]:
+    """The values of one scalar tag, in logged order ([] when the run never logged it)."""
+    events = read_events(run_dir)
+    return [event.value for event in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for a DDP rendezvous or a server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_main(*args: str, capsys: pytest.CaptureFixture | None = None) -> tuple[int, str, str]:

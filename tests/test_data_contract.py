@@ -2,8 +2,7 @@
 dashboards through the declared contract, with no change elsewhere."""
 
 import torch
-from conftest import run_main
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import read_events, run_main
 
 
 def test_a_new_dataset_trains_tests_and_logs_through_the_contract_alone(tmp_path, capsys):
@@ -22,7 +21,7 @@ def test_a_new_dataset_trains_tests_and_logs_through_the_contract_alone(tmp_path
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["num_classes"] == 3  # linked from the data module
     assert tuple(checkpoint["hyper_parameters"]["input_shape"]) == (2, 12, 12)
-    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    events = read_events(run)
     assert "val/confusion_matrix" in events.Tags()["images"]
 
     code, out, err = run_main("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), capsys=capsys)

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,10 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_synthetic_mnist
+from conftest import REPO, free_port, make_synthetic_mnist, read_events
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.core.saving import load_hparams_from_yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnn.data import TensorBatchLoader
 
@@ -90,12 +88,6 @@ class ShardRecorder(Callback):
 
 
 # ---------------------------------------------------------------- process handling
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:
@@ -175,8 +167,7 @@ def cli(*args: str) -> list[str]:
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
+    events = read_events(run_dir)
     return {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 

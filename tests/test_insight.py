@@ -7,10 +7,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from conftest import REPO, make_synthetic_mnist, run_cli
+from conftest import config_run_args, make_synthetic_mnist, read_events, run_cli
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn import ImageClassifier
@@ -32,23 +31,11 @@ EPOCH_IMAGE_TAGS = {
 TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix"}
 
 
-def load_events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    accumulator.Reload()
-    return accumulator
-
-
 def tiny_run_args(data_dir: Path, save_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "quickstart.yaml"),
-        "--data.data_dir", str(data_dir),
-        "--data.val_split", "100",
-        "--trainer.logger.init_args.save_dir", str(save_dir),
-        "--trainer.limit_train_batches", "3",
-        "--trainer.log_every_n_steps", "1",
-        "--insight.time_budget", "1",  # no cost limit: these tiny epochs cost less than their images
-        *extra,
-    ]  # fmt: skip
+    # No cost limit (insight.time_budget 1): these tiny epochs cost less than their images.
+    return config_run_args(
+        "quickstart.yaml", data_dir, save_dir, "--trainer.log_every_n_steps", "1", "--insight.time_budget", "1", *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +52,7 @@ def fitted_and_tested_run(tmp_path_factory) -> Path:
 
 
 def test_scalars_are_grouped_by_split_with_the_learning_rate_and_training_time(fitted_and_tested_run):
-    events = load_events(fitted_and_tested_run)
+    events = read_events(fitted_and_tested_run)
     scalars = set(events.Tags()["scalars"])
     for split in ("train", "val", "test"):
         assert {f"{split}/loss", f"{split}/acc"} <= scalars
@@ -83,7 +70,7 @@ def test_scalars_are_grouped_by_split_with_the_learning_rate_and_training_time(f
 
 
 def test_every_image_kind_is_logged_once_per_epoch_and_once_per_test(fitted_and_tested_run):
-    events = load_events(fitted_and_tested_run)
+    events = read_events(fitted_and_tested_run)
     assert set(events.Tags()["images"]) == EPOCH_IMAGE_TAGS | TEST_IMAGE_TAGS
     for tag in EPOCH_IMAGE_TAGS:
         assert len(events.Images(tag)) == EPOCHS, tag
@@ -105,11 +92,11 @@ def test_training_inputs_are_shown_de_normalized(fitted_and_tested_run):
 
 
 def events_image(run_dir: Path, tag: str) -> Image.Image:
-    return Image.open(io.BytesIO(load_events(run_dir).Images(tag)[-1].encoded_image_string))
+    return Image.open(io.BytesIO(read_events(run_dir).Images(tag)[-1].encoded_image_string))
 
 
 def test_hparams_tab_holds_the_recipe_and_the_final_metrics(fitted_and_tested_run):
-    content = load_events(fitted_and_tested_run).PluginTagToContent("hparams")
+    content = read_events(fitted_and_tested_run).PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = {
         name: getattr(value, value.WhichOneof("kind")) for name, value in session.session_start_info.hparams.items()
@@ -124,7 +111,7 @@ def test_hparams_tab_holds_the_recipe_and_the_final_metrics(fitted_and_tested_ru
 
 
 def test_model_graph_is_logged(fitted_and_tested_run):
-    events = load_events(fitted_and_tested_run)
+    events = read_events(fitted_and_tested_run)
     assert events.Tags()["graph"]
     node_names = [node.name for node in events.Graph().node]
     assert any("Conv2d" in name or "conv" in name.lower() for name in node_names)
@@ -137,7 +124,7 @@ def test_image_kinds_switch_off_in_yaml(tmp_path):
     args = tiny_run_args(data_dir, tmp_path / "logs", "--config", str(config), "--trainer.max_epochs", "1")
     result = run_cli("fit", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    events = load_events(tmp_path / "logs" / "quickstart" / "version_0")
+    events = read_events(tmp_path / "logs" / "quickstart" / "version_0")
     assert set(events.Tags()["images"]) == {"train/inputs", "val/misclassified", "filters/backbone.conv1"}
     assert not events.Tags()["graph"]
 
@@ -161,7 +148,7 @@ def fit_in_process(tmp_path: Path, insight: Dashboard, logger: TensorBoardLogger
 def test_images_every_n_epochs(tmp_path):
     logger = TensorBoardLogger(tmp_path / "logs", name="every2", default_hp_metric=False)
     fit_in_process(tmp_path, Dashboard(every_n_epochs=2, time_budget=1, graph=False), logger, epochs=4)
-    events = load_events(Path(logger.log_dir))
+    events = read_events(Path(logger.log_dir))
     for tag in EPOCH_IMAGE_TAGS:
         assert [image.step for image in events.Images(tag)] == [4, 8], tag  # after epochs 2 and 4 (2 steps each)
 
@@ -169,7 +156,7 @@ def test_images_every_n_epochs(tmp_path):
 def test_time_budget_skips_epochs_once_the_images_cost_more_than_their_share(tmp_path):
     logger = TensorBoardLogger(tmp_path / "logs", name="budget", default_hp_metric=False)
     fit_in_process(tmp_path, Dashboard(time_budget=0, graph=False), logger, epochs=3)
-    events = load_events(Path(logger.log_dir))
+    events = read_events(Path(logger.log_dir))
     for tag in EPOCH_IMAGE_TAGS:
         assert [image.step for image in events.Images(tag)] == [2], tag  # the first epoch only
     assert [event.value for event in events.Scalars("time/insight_skipped_epochs")] == [2]

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_synthetic_mnist, run_cli
+from conftest import REPO, logged, make_synthetic_mnist, run_cli
 from lightning.pytorch import Callback, LightningModule, Trainer
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 TESTS = Path(__file__).resolve().parent
@@ -116,9 +115,7 @@ def test_mixed_precision_presets_compute_in_the_reduced_type(tmp_path, name, dev
 
 
 def final_val_accuracy(run_dir: Path) -> float:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return events.Scalars("val/acc")[-1].value
+    return logged(run_dir, "val/acc")[-1]
 
 
 # Measured on this recipe (quickstart, 50 steps of 128 images, validation on 5000; 2-core AMD EPYC):

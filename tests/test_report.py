@@ -8,20 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_synthetic_mnist, run_cli, run_main
+from conftest import config_run_args, logged, make_synthetic_mnist, run_cli, run_main
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnn import cli
-from lightning_cnn.tools.report import collect_runs, write_report
+from lightning_cnn.runs.summary import collect_runs
+from lightning_cnn.tools.report import write_report
 
 RUNS = {"quickstart/version_0": 2, "seed000/version_0": 1}  # run -> epochs trained
-
-
-def logged(run_dir: Path, tag: str) -> list[float]:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return [event.value for event in accumulator.Scalars(tag)] if tag in accumulator.Tags()["scalars"] else []
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +26,7 @@ def log_root(tmp_path_factory) -> Path:
     logs = root / "logs"
 
     def args(config: str, name: str, *extra: str) -> list[str]:
-        return [
-            "--config", str(REPO / "configs" / config),
-            "--data.data_dir", str(data_dir),
-            "--data.val_split", "100",
-            "--trainer.logger.init_args.save_dir", str(logs),
-            "--trainer.logger.init_args.name", name,
-            "--trainer.limit_train_batches", "3",
-            "--trainer.enable_progress_bar", "false",
-            *extra,
-        ]  # fmt: skip
+        return config_run_args(config, data_dir, logs, *extra, name=name)
 
     # In-process for speed; the command itself is exercised in a subprocess below.
     cli.main(["fit", *args("quickstart.yaml", "quickstart", "--trainer.max_epochs", "2")])
@@ -79,9 +64,7 @@ def test_the_report_reads_the_run_record_alone(log_root, tmp_path, capsys):
     unrecorded.mkdir(parents=True)
     for event_file in (log_root / "seed000/version_0").glob("events.out.tfevents.*"):
         shutil.copy(event_file, unrecorded)
-    assert collect_runs(copy) == [
-        dataclasses.replace(run, path=copy / run.run) for run in collect_runs(log_root)
-    ]
+    assert collect_runs(copy) == [dataclasses.replace(run, path=copy / run.run) for run in collect_runs(log_root)]
     code, out, err = run_main("report", "--log_root", str(copy), "--out", str(tmp_path / "out"), capsys=capsys)
     assert code == 0
     assert "older" not in out

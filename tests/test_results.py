@@ -1,21 +1,16 @@
 """The results page shows the logged accuracy of each experiment beside its tutorial's figure."""
 
-from conftest import REPO, run_cli
+from conftest import config_run_args, run_cli
 
-from lightning_cnn.tools.report import collect_runs
+from lightning_cnn.runs.summary import collect_runs
 from lightning_cnn.tools.results import REPORTED, results_markdown
 
 
 def test_results_page_reads_its_numbers_from_the_run_logs(synthetic_data_dir, tmp_path):
-    common = [
-        "--config",
-        str(REPO / "configs" / "seed000_two_conv.yaml"),
-        "--data.data_dir",
-        str(synthetic_data_dir),
-        "--trainer.logger.init_args.save_dir",
-        str(tmp_path / "logs"),
-    ]
-    fit = run_cli("fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", cwd=tmp_path)
+    # As the tutorial: trained on every training image, without validation.
+    common = config_run_args("seed000_two_conv.yaml", synthetic_data_dir, tmp_path / "logs", train_batches=4)
+    common += ["--data.val_split", "0"]
+    fit = run_cli("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-2000:]
     # As the tutorial: trained on every training image without validation, tested on last.ckpt.
     test = run_cli("test", *common, "--ckpt_path", "last", cwd=tmp_path)

@@ -12,6 +12,8 @@ import torch
 import yaml
 from conftest import SignalAtStep, make_synthetic_mnist, run_cli, run_main
 
+from lightning_cnn.runs.record import read_record
+
 MAX_EPOCHS = 4
 STEPS_PER_EPOCH = 25  # 500 training images in batches of 20
 
@@ -180,6 +182,12 @@ def test_resume_inside_an_epoch_gives_the_same_weights_with_every_scheduler(sche
     code, _, err = run_main("fit", *config(stopped), f"--trainer.callbacks+={json.dumps(callback)}", capsys=capsys)
     assert code == 128 + signum, err[-3000:]
     assert last_checkpoint(stopped)["global_step"] == stop_at
+    record = read_record(stopped / "logs" / "resume" / "version_0")
+    assert (record["status"], record["epochs"], record["checkpoints"]["last"]) == (
+        "stopped",
+        1,
+        "checkpoints/last.ckpt",
+    )
 
     code, _, err = run_main("fit", *config(stopped), "--ckpt_path", "last", capsys=capsys)
     assert code == 0, err[-3000:]
@@ -187,6 +195,16 @@ def test_resume_inside_an_epoch_gives_the_same_weights_with_every_scheduler(sche
     assert resumed["global_step"] == reference["global_step"] == MAX_EPOCHS * STEPS_PER_EPOCH
     assert_same_weights(resumed["state_dict"], reference["state_dict"])
     assert resumed["lr_schedulers"] == reference["lr_schedulers"]
+    # The run record continues too: every epoch once, and the same validation numbers as the straight run.
+    # (The training metrics of the interrupted epoch count only the batches trained after the resume.)
+    record = read_record(stopped / "logs" / "resume" / "version_0")
+    straight_record = read_record(straight / "logs" / "resume" / "version_0")
+    assert record["status"] == straight_record["status"] == "finished"
+    assert record["epochs"] == straight_record["epochs"] == MAX_EPOCHS
+    for tag in ("val/acc", "val/loss", "val/acc_best"):
+        assert record["curves"][tag] == straight_record["curves"][tag], tag
+    assert [epoch for epoch, _ in record["curves"]["train/loss"]] == list(range(1, MAX_EPOCHS + 1))
+    assert record["best"] == straight_record["best"]
 
 
 def second_ctrl_c(root: Path, capsys, delay: float | None) -> tuple[int, str]:  # noqa: ANN001

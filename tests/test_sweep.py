@@ -5,7 +5,7 @@ import csv
 import yaml
 from conftest import REPO, run_cli
 
-from lightning_cnn.tools.report import collect_runs
+from lightning_cnn.runs.summary import collect_runs
 from lightning_cnn.tools.sweep import load_sweep
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_synthetic_mnist, run_cli
+from conftest import config_run_args, free_port, make_synthetic_mnist, read_events, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 RUN = "quickstart/version_0"
 STARTUP_SECONDS = 90
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch(url: str, body: dict | None = None) -> object:
@@ -37,15 +30,9 @@ def fetch(url: str, body: dict | None = None) -> object:
 def log_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dashboard")
     data_dir = make_synthetic_mnist(root / "data")
-    args = [
-        "--config", str(REPO / "configs" / "quickstart.yaml"),
-        "--data.data_dir", str(data_dir),
-        "--data.val_split", "100",
-        "--trainer.logger.init_args.save_dir", str(root / "logs"),
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "3",
-        "--trainer.log_every_n_steps", "1",
-    ]  # fmt: skip
+    args = config_run_args(
+        "quickstart.yaml", data_dir, root / "logs", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1"
+    )
     result = run_cli("fit", *args, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "logs"
@@ -54,7 +41,7 @@ def log_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dashboard(log_root) -> Iterator[str]:
     """``tensorboard --logdir`` on a free loopback port; yields its base URL once it lists the run, then stops it."""
-    port = free_loopback_port()
+    port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_root), "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -86,9 +73,7 @@ def dashboard(log_root) -> Iterator[str]:
 
 
 def logged_events(log_root: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(log_root / RUN), size_guidance={"scalars": 0, "images": 0})
-    accumulator.Reload()
-    return accumulator
+    return read_events(log_root / RUN)
 
 
 def test_dashboard_lists_the_run_and_its_scalar_tags(dashboard, log_root):

@@ -32,11 +32,13 @@ class RunRecorder(Callback):
 
     @staticmethod
     def run_dir(trainer: pl.Trainer) -> Path | None:
-        return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
+        """The logger's run folder (read on rank zero alone: ``trainer.log_dir`` would broadcast)."""
+        log_dir = trainer.logger.log_dir if trainer.logger is not None and trainer.is_global_zero else None
+        return Path(log_dir) if log_dir else None
 
     def _load(self, trainer: pl.Trainer) -> dict[str, Any] | None:
         run_dir = self.run_dir(trainer)
-        if run_dir is None or not trainer.is_global_zero:
+        if run_dir is None:
             return None
         if self._record is None:
             self._record = read_record(run_dir) or new_record()

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_cnn.tools.report import RunSummary, collect_runs
+from lightning_cnn.runs.summary import RunSummary, collect_runs
 
 
 @dataclass(frozen=True)

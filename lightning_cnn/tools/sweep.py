@@ -27,7 +27,8 @@ from lightning_cnn.errors import UserError
 from lightning_cnn.runs.checkpoints import tracked_best
 from lightning_cnn.runs.folders import run_versions
 from lightning_cnn.runs.record import read_record
-from lightning_cnn.tools.report import RunSummary, duration, percent, summarize_run
+from lightning_cnn.runs.summary import RunSummary, summarize_run
+from lightning_cnn.tools.report import duration, percent
 
 
 @dataclass
