@@ -24,6 +24,32 @@ def test_seed_networks_match_the_tutorials(model_class, kwargs, expected):
     assert logits.shape == (3, 10)
 
 
+@pytest.mark.parametrize(("model_class", "kwargs", "expected"), SEED_PARAMETER_COUNTS)
+@pytest.mark.parametrize(("in_channels", "image_size", "num_classes"), [(3, 32, 10), (3, 32, 26), (1, 28, 47)])
+def test_seed_networks_run_on_other_channels_sizes_and_classes(
+    model_class, kwargs, expected, in_channels, image_size, num_classes
+):
+    model = model_class(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
+    assert model(torch.randn(2, in_channels, image_size, image_size)).shape == (2, num_classes)
+    # The layer names (checkpoint keys) are the same whatever the input.
+    assert [name for name, _ in model.named_children()] == [name for name, _ in model_class(**kwargs).named_children()]
+
+
+def test_the_flatten_size_follows_the_input_instead_of_being_fixed():
+    assert models.TwoConvNet().fc.in_features == 320 and models.ConvMLPNet().fc1.in_features == 3136
+    assert models.TwoConvNet(in_channels=3, image_size=32).fc.in_features == 20 * 5 * 5
+    assert models.ConvMLPNet(image_size=(32, 48)).fc1.in_features == 64 * 8 * 12
+
+
+def test_an_image_too_small_for_the_network_is_one_clear_error():
+    from lightning_cnn.errors import UserError
+
+    with pytest.raises(UserError, match=r"1x8x8 are too small .* data.image_size"):
+        models.ThreeConvNet(image_size=8)
+    with pytest.raises(UserError, match="at least 4x4"):
+        models.BatchNormCNN(image_size=3)
+
+
 def test_two_conv_net_without_dropout_has_no_dropout_layer():
     with_dropout = models.TwoConvNet()
     without = models.TwoConvNet(dropout=False)

@@ -14,6 +14,7 @@ import torch
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import ImageFolder
 
 from lightning_cnn.data.augmentation import Augmentation
 from lightning_cnn.data.base import ChannelValues
@@ -78,7 +79,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt = 1000,
         val_split: NonNegativeInt | OpenUnitInterval = 0.1,
-        test_split: PositiveInt | OpenUnitInterval = 0.1,
+        test_split: NonNegativeInt | OpenUnitInterval = 0.1,
         split_seed: int = 42,
         mean: float | list[float] | None = None,
         std: PositiveFloat | list[PositiveFloat] | None = None,
@@ -91,25 +92,53 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         super().__init__(batch_size, eval_batch_size, val_split, split_seed, mean, std, augmentation, predict_path)
         self.save_hyperparameters()
         self.train_root, self.test_root = Path(train_root), None if test_root is None else Path(test_root)
-        self.image_size, self.channels = image_size, channels
+        # Plain ints: jsonargparse's PositiveInt would reach the checkpoint (via the model's input_shape), which
+        # weights-only loading refuses to unpickle.
+        self.image_size, self.channels = int(image_size), int(channels)
         self.test_split = test_split
         self.streaming, self.num_workers = streaming, num_workers
-        self.image_shape = (channels, image_size, image_size)
-        # Scanned now: the class count and names are linked to the model when the CLI builds it.
-        self.train_folder = scan_folder(self.train_root, "train_root", channels, image_size)
-        self.test_folder = None
-        if self.test_root is not None:
-            self.test_folder = scan_folder(self.test_root, "test_root", channels, image_size)
-            check_same_classes(self.train_folder, self.test_folder)
-        self.num_classes = len(self.train_folder.classes)
-        self.check_channel_values()
-        count = len(self.train_folder.samples) + (len(self.test_folder.samples) if self.test_folder else 0)
-        size_mb = count * channels * image_size**2 * 4 / 2**20
-        if not streaming and size_mb > memory_budget_mb:
-            raise self._over_budget(count, size_mb, memory_budget_mb)
-        self.split_indices_by_name = self._split()
+        self.image_shape = (self.channels, self.image_size, self.image_size)
+        self.memory_budget_mb = memory_budget_mb
+        self._folders: tuple[ImageFolder, ImageFolder | None] | None = None
+        self._split_indices: dict[str, list[int]] | None = None
         self._decoded: dict[str, tuple[Tensor, Tensor, list[str]]] = {}
         self._default_normalization: tuple[ChannelValues, ChannelValues] | None = None
+
+    # -- the folders, scanned when first needed -------------------------------------------------------
+    # Not in __init__: jsonargparse would wrap an error raised there into its own multi-line message.
+    # The CLI reads num_classes right after building the module, so a bad folder still stops before any run folder.
+    def _scan(self) -> tuple[ImageFolder, ImageFolder | None]:
+        if self._folders is None:
+            train = scan_folder(self.train_root, "train_root", self.channels, self.image_size)
+            test = None
+            if self.test_root is not None:
+                test = scan_folder(self.test_root, "test_root", self.channels, self.image_size)
+                check_same_classes(train, test)
+            self.check_channel_values()
+            count = len(train.samples) + (len(test.samples) if test is not None else 0)
+            size_mb = count * self.channels * self.image_size**2 * 4 / 2**20
+            if not self.streaming and size_mb > self.memory_budget_mb:
+                raise self._over_budget(count, size_mb, self.memory_budget_mb)
+            self._folders = (train, test)
+        return self._folders
+
+    @property
+    def train_folder(self) -> ImageFolder:
+        return self._scan()[0]
+
+    @property
+    def test_folder(self) -> ImageFolder | None:
+        return self._scan()[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train_folder.classes)
+
+    @property
+    def split_indices_by_name(self) -> dict[str, list[int]]:
+        if self._split_indices is None:
+            self._split_indices = self._split()
+        return self._split_indices
 
     def _over_budget(self, count: int, size_mb: float, budget_mb: float) -> Exception:
         return DataError(
