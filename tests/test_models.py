@@ -44,7 +44,7 @@ def test_the_flatten_size_follows_the_input_instead_of_being_fixed():
 def test_an_image_too_small_for_the_network_is_one_clear_error():
     from lightning_cnn.errors import UserError
 
-    with pytest.raises(UserError, match=r"1x8x8 are too small .* data.image_size"):
+    with pytest.raises(UserError, match=r"1x8x8 are too small .*data\.image_size"):
         models.ThreeConvNet(image_size=8)
     with pytest.raises(UserError, match="at least 4x4"):
         models.BatchNormCNN(image_size=3)
