@@ -53,6 +53,7 @@ TOOLS = {
     "export": "lightning_cnn.tools.export",  # checkpoint -> ONNX and TorchScript
     "sweep": "lightning_cnn.tools.sweep",  # a grid of overrides, one process per run
     "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
+    "explain": "lightning_cnn.tools.explain",  # a network's layer arithmetic, as the tutorials work it out
 }
 # This CLI's own callbacks, each configured in its own section (checkpoint.monitor, insight.filters, ...).
 CALLBACK_SECTIONS = {
@@ -242,7 +243,8 @@ def main(args: list[str] | None = None) -> None:
                 "prog": "python -m lightning_cnn",
                 "description": "Train, evaluate and use CNNs on MNIST. "
                 "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
-                "and TorchScript), 'sweep' (a grid of overrides of a config), 'results' (the results page); "
+                "and TorchScript), 'sweep' (a grid of overrides of a config), 'results' (the results page), "
+                "'explain' (a network's output sizes, parameters, receptive fields and FLOPs, layer by layer); "
                 "see '<command> --help'.",
             },
             args=args,
