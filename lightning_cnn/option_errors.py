@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from jsonargparse import typing as restricted
 
+from lightning_cnn.data.splits import HeldOutSize
+
 # The classes behind each top-level section of a LightningCLI command.
 SECTION_CLASSES = {
     "model": "lightning_cnn.module.ImageClassifier",
@@ -90,6 +92,8 @@ def describe(hint: Any) -> str:  # noqa: ANN401
             literals.extend(repr(value) if isinstance(value, str) else str(value) for value in typing.get_args(member))
         elif member in RESTRICTED:
             words.append(RESTRICTED[member])
+        elif member is HeldOutSize:
+            words.append(HeldOutSize.accepted)
         elif member in PLAIN:
             words.append(PLAIN[member])
         elif inspect.isclass(member):

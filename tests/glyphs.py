@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lightning_cnn.data.datasets import idx_dataset
 from lightning_cnn.data.images import to_mnist
@@ -78,3 +79,22 @@ def write_dataset(
             write_idx(raw / labels_file, stored_labels)
         written[split] = (images, labels)
     return written
+
+
+CLASSES = ("bars", "corner", "dots", "ring")
+
+
+def write_image_folder(root: Path, per_class: int, seed: int, colour: bool = False) -> Path:
+    """PNGs of each class's glyph at random sizes, light on dark (coloured at random with ``colour``)."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            gray = glyph(label, unit=int(rng.integers(2, 6)), margin=int(rng.integers(1, 6))).astype(float)
+            gray = np.clip(gray + rng.normal(0, 12, gray.shape), 0, 255)
+            if colour:
+                tint = rng.uniform(0.4, 1.0, size=3)
+                Image.fromarray((gray[..., None] * tint).astype(np.uint8), "RGB").save(root / name / f"{i}.png")
+            else:
+                Image.fromarray(gray.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root

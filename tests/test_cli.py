@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, run_cli
+from glyphs import write_dataset, write_image_folder
 from torchvision.datasets import MNIST
 
 from lightning_cnn import ImageClassifier
@@ -18,6 +19,19 @@ ALL_PRESETS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs" /
 
 def config_args(*configs: str) -> list[str]:
     return [arg for config in configs for arg in ("--config", str(REPO / config))]
+
+
+def experiment_data(experiment: str, mnist_dir: Path, root: Path) -> list[str]:
+    """Tiny synthetic data in the format of the dataset the config names: MNIST-family IDX files, or a PNG folder."""
+    data = yaml.safe_load((REPO / experiment).read_text()).get("data") or {}
+    options = data.get("init_args", data)
+    if str(data.get("class_path", "")).endswith("ImageFolderDataModule"):
+        return ["--data.train_root", str(write_image_folder(root / "images", per_class=30, seed=0))]
+    dataset = options.get("dataset", "MNIST")
+    if dataset == "MNIST":
+        return synthetic(mnist_dir)
+    write_dataset(root / "data", dataset, options.get("emnist_split", "balanced"))
+    return synthetic(root / "data")
 
 
 def synthetic(data_dir: Path) -> list[str]:
@@ -43,6 +57,21 @@ def test_print_config_resolves_an_experiment(tmp_path):
     assert config["data"]["init_args"]["batch_size"] == 64
 
 
+@pytest.mark.parametrize("val_split", ["0.1", "5000", "0"])
+def test_a_split_is_saved_as_given_so_the_saved_config_reproduces_the_run(val_split, tmp_path):
+    result = run_cli(
+        "fit", *config_args("configs/quickstart.yaml"), "--data.val_split", val_split, "--print_config", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    saved = yaml.safe_load(result.stdout)["data"]["init_args"]["val_split"]
+    assert saved == yaml.safe_load(val_split) and type(saved) is type(yaml.safe_load(val_split))
+    config = tmp_path / "saved.yaml"
+    config.write_text(result.stdout)
+    again = run_cli("fit", "--config", str(config), "--print_config", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert yaml.safe_load(again.stdout)["data"]["init_args"]["val_split"] == saved
+
+
 def fit_one_batch(*configs: str, data_dir: Path, cwd: Path) -> None:
     result = run_cli("fit", *config_args(*configs), "--trainer.fast_dev_run", "true", *synthetic(data_dir), cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -51,7 +80,10 @@ def fit_one_batch(*configs: str, data_dir: Path, cwd: Path) -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_config_fits_one_batch(experiment, synthetic_data_dir, tmp_path):
-    fit_one_batch(experiment, data_dir=synthetic_data_dir, cwd=tmp_path)
+    data = experiment_data(experiment, synthetic_data_dir, tmp_path)
+    result = run_cli("fit", *config_args(experiment), "--trainer.fast_dev_run", "true", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("preset", CPU_PRESETS)

@@ -9,31 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_main
-from glyphs import glyph
+from conftest import REPO, logged, run_main
+from glyphs import CLASSES, glyph, write_image_folder
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnn.data import ImageFolderDataModule
 from lightning_cnn.data.statistics import pixel_statistics
-
-CLASSES = ("bars", "corner", "dots", "ring")
-
-
-def write_folder(root: Path, per_class: int, seed: int, colour: bool = False) -> Path:
-    """PNGs of each class's glyph at random sizes, light on dark (coloured at random with ``colour``)."""
-    rng = np.random.default_rng(seed)
-    for label, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            gray = glyph(label, unit=int(rng.integers(2, 6)), margin=int(rng.integers(1, 6))).astype(float)
-            gray = np.clip(gray + rng.normal(0, 12, gray.shape), 0, 255)
-            if colour:
-                tint = rng.uniform(0.4, 1.0, size=3)
-                Image.fromarray((gray[..., None] * tint).astype(np.uint8), "RGB").save(root / name / f"{i}.png")
-            else:
-                Image.fromarray(gray.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 def cli_args(tmp_path: Path, train_root: Path, *extra: str, channels: int = 1, image_size: int = 28) -> list[str]:
@@ -55,12 +36,12 @@ def cli_args(tmp_path: Path, train_root: Path, *extra: str, channels: int = 1, i
 
 
 def logged_test_accuracy(run: Path) -> float:
-    return EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload().Scalars("test/acc")[-1].value
+    return logged(run, "test/acc")[-1]
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["in memory", "streaming"])
 def test_a_folder_of_pngs_trains_tests_and_predicts_with_its_folder_names(streaming, tmp_path, capsys):
-    train_root = write_folder(tmp_path / "pictures", per_class=60, seed=0)
+    train_root = write_image_folder(tmp_path / "pictures", per_class=60, seed=0)
     (train_root / "dots" / "notes.txt").write_text("not a picture")
     args = cli_args(tmp_path, train_root, "--data.streaming", str(streaming).lower(), "--data.num_workers", "0")
     code, _, err = run_main("fit", *args, capsys=capsys)
@@ -89,8 +70,8 @@ def test_a_folder_of_pngs_trains_tests_and_predicts_with_its_folder_names(stream
 
 
 def test_three_channel_images_with_a_test_root_use_per_channel_statistics(tmp_path, capsys):
-    train_root = write_folder(tmp_path / "train", per_class=50, seed=0, colour=True)
-    test_root = write_folder(tmp_path / "test", per_class=10, seed=1, colour=True)
+    train_root = write_image_folder(tmp_path / "train", per_class=50, seed=0, colour=True)
+    test_root = write_image_folder(tmp_path / "test", per_class=10, seed=1, colour=True)
     datamodule = ImageFolderDataModule(train_root, test_root=test_root, image_size=32, channels=3, val_split=20)
     assert datamodule.image_shape == (3, 32, 32) and datamodule.class_names == list(CLASSES)
     pixels = datamodule._pixels("train")[0]
@@ -115,7 +96,7 @@ def test_three_channel_images_with_a_test_root_use_per_channel_statistics(tmp_pa
 
 
 def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
-    root = write_folder(tmp_path / "pictures", per_class=10, seed=0)
+    root = write_image_folder(tmp_path / "pictures", per_class=10, seed=0)
     in_memory = ImageFolderDataModule(root, val_split=8, test_split=8, eval_batch_size=100)
     streamed = ImageFolderDataModule(root, val_split=8, test_split=8, eval_batch_size=100, streaming=True)
     streamed.num_workers = 0
@@ -129,7 +110,7 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
 
 
 def test_predict_resizes_a_picture_as_the_training_images_were(tmp_path):
-    root = write_folder(tmp_path / "pictures", per_class=3, seed=0)
+    root = write_image_folder(tmp_path / "pictures", per_class=3, seed=0)
     picture = tmp_path / "big.png"
     Image.fromarray(glyph(2, unit=9)).save(picture)
     datamodule = ImageFolderDataModule(root, image_size=20, predict_path=str(picture))
@@ -155,7 +136,7 @@ def test_an_empty_root_is_one_error_line(tmp_path, capsys):
 
 
 def test_one_class_only_is_one_error_line(tmp_path, capsys):
-    root = write_folder(tmp_path / "pictures", per_class=3, seed=0)
+    root = write_image_folder(tmp_path / "pictures", per_class=3, seed=0)
     for name in CLASSES[1:]:
         for file in (root / name).iterdir():
             file.unlink()
@@ -165,7 +146,7 @@ def test_one_class_only_is_one_error_line(tmp_path, capsys):
 
 
 def test_a_class_folder_without_images_is_one_error_line(tmp_path, capsys):
-    root = write_folder(tmp_path / "pictures", per_class=3, seed=0)
+    root = write_image_folder(tmp_path / "pictures", per_class=3, seed=0)
     (root / "empty_class").mkdir()
     (root / "empty_class" / "readme.txt").write_text("nothing here")
     message = bad_folder(tmp_path, capsys, root)
@@ -173,8 +154,8 @@ def test_a_class_folder_without_images_is_one_error_line(tmp_path, capsys):
 
 
 def test_class_folders_that_differ_between_train_and_test_root_are_one_error_line(tmp_path, capsys):
-    train_root = write_folder(tmp_path / "train", per_class=3, seed=0)
-    test_root = write_folder(tmp_path / "test", per_class=2, seed=1)
+    train_root = write_image_folder(tmp_path / "train", per_class=3, seed=0)
+    test_root = write_image_folder(tmp_path / "test", per_class=2, seed=1)
     (test_root / "ring").rename(test_root / "rings")
     message = bad_folder(tmp_path, capsys, train_root, "--data.test_root", str(test_root))
     for word in ["differ", "data.test_root lacks ring", "rings", "same class folders"]:
@@ -182,7 +163,7 @@ def test_class_folders_that_differ_between_train_and_test_root_are_one_error_lin
 
 
 def test_a_set_over_the_memory_budget_names_the_streaming_option(tmp_path, capsys):
-    root = write_folder(tmp_path / "pictures", per_class=5, seed=0)
+    root = write_image_folder(tmp_path / "pictures", per_class=5, seed=0)
     message = bad_folder(tmp_path, capsys, root, "--data.memory_budget_mb", "0.01")
     for word in ["20 images", "data.memory_budget_mb=0.01", "data.streaming=true"]:
         assert word in message, message

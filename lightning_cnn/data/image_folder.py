@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
@@ -20,6 +20,7 @@ from lightning_cnn.data.augmentation import Augmentation
 from lightning_cnn.data.base import ChannelValues
 from lightning_cnn.data.folders import check_same_classes, decode_all, read_resized, scan_folder
 from lightning_cnn.data.in_memory import InMemoryImageDataModule, Pixels, held_out_size, normalize_
+from lightning_cnn.data.splits import HeldOutSize
 from lightning_cnn.data.statistics import histogram_statistics, pixel_histogram
 from lightning_cnn.errors import DataError
 
@@ -78,8 +79,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         channels: Literal[1, 3] = 1,
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt = 1000,
-        val_split: NonNegativeInt | OpenUnitInterval = 0.1,
-        test_split: NonNegativeInt | OpenUnitInterval = 0.1,
+        val_split: HeldOutSize = 0.1,
+        test_split: HeldOutSize = 0.1,
         split_seed: int = 42,
         mean: float | list[float] | None = None,
         std: PositiveFloat | list[PositiveFloat] | None = None,

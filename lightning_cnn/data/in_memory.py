@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval
 from torch import Tensor
 
 from lightning_cnn.data.augmentation import Augmentation
 from lightning_cnn.data.base import ChannelValues, ImageDataModule, per_channel
 from lightning_cnn.data.images import SUPPORTED_FORMATS, ImageReadError, find_images
 from lightning_cnn.data.loader import TensorBatchLoader
+from lightning_cnn.data.splits import HeldOutSize
 from lightning_cnn.errors import DataError
 
 # (uint8 images (N, C, H, W), labels (N,))
@@ -47,7 +47,7 @@ class InMemoryImageDataModule(ImageDataModule):
         self,
         batch_size: int,
         eval_batch_size: int,
-        val_split: NonNegativeInt | OpenUnitInterval,
+        val_split: HeldOutSize,
         split_seed: int,
         mean: ChannelValues | None,
         std: ChannelValues | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import Tensor
 
 from lightning_cnn.data.augmentation import Augmentation
@@ -18,6 +18,7 @@ from lightning_cnn.data.datasets import DatasetName, EmnistSplit, idx_dataset
 from lightning_cnn.data.files import damaged_raw_files
 from lightning_cnn.data.images import load_image
 from lightning_cnn.data.in_memory import InMemoryImageDataModule, Pixels
+from lightning_cnn.data.splits import HeldOutSize
 from lightning_cnn.data.statistics import cached_statistics, pixel_statistics
 from lightning_cnn.errors import DataError
 
@@ -52,7 +53,7 @@ class MNISTDataModule(InMemoryImageDataModule):
         data_dir: str | Path = "data",
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt = 1000,
-        val_split: NonNegativeInt | OpenUnitInterval = 5000,
+        val_split: HeldOutSize = 5000,
         split_seed: int = 42,
         mean: float | None = None,
         std: PositiveFloat | None = None,
