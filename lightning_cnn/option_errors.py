@@ -123,7 +123,14 @@ def one_line(message: str, argv: Sequence[str]) -> str:
     if "\n" not in message.strip():
         return message
     parser_keys = set(re.findall(r'Parser key "([^"]+)"', message))
-    class_paths = re.findall(r"class_path '([\w.]+)'", message)
+    class_paths = re.findall(r"class_path[=:]? ?'([\w.]+)'", message)
+    unknown = re.findall(r"Option '(\w+)' is not accepted", message)
+    if unknown:
+        # A misspelt option of a class chosen by class_path (data.*, model.optimizer.init_args.*).
+        given = [key for key in _given_options(argv) if key.split(".")[-1] == unknown[0]]
+        key = given[0] if given else next(iter(parser_keys), "") + "." + unknown[0]
+        owner = f" of {class_paths[0]}" if class_paths else ""
+        return f"{key} is not an option{owner}; check its spelling (see --help for the options)"
     # The option given on the command line whose first and last parts the message names.
     matches = [
         (key, value)

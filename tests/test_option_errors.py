@@ -58,3 +58,17 @@ def test_messages_that_are_one_line_already_are_kept():
     assert one_line("unrecognized arguments: --trainer.epochs 3", ["--trainer.epochs", "3"]) == (
         "unrecognized arguments: --trainer.epochs 3"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "line"),
+    [
+        ("--model.optimizer.init_args.lrr=0.1", "model.optimizer.init_args.lrr is not an option of torch.optim.Adam"),
+        ("--data.batch_sise=3", "data.batch_sise is not an option of lightning_cnn.MNISTDataModule"),
+    ],
+    ids=["optimizer", "data"],
+)
+def test_a_misspelt_option_of_a_chosen_class_is_named_in_one_line(option, line, capsys):
+    code, _, err = run_main("fit", "--config", QUICKSTART, option, "--print_config", capsys=capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"error: {line}; check its spelling (see --help for the options)"
