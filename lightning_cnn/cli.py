@@ -51,7 +51,8 @@ PROGRESS_BAR_REFRESH_PER_SECOND = 4
 TOOLS = {
     "report": "lightning_cnn.tools.report",  # a table and plots of finished runs
     "export": "lightning_cnn.tools.export",  # checkpoint -> ONNX and TorchScript
-    "sweep": "lightning_cnn.tools.sweep",  # a grid of overrides, one process per run
+    "sweep": "lightning_cnn.tools.sweep",  # a grid or search on Optuna, over seeds, with workers
+    "compare": "lightning_cnn.tools.compare",  # two configurations over the same seeds: the paired difference
     "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
     "explain": "lightning_cnn.tools.explain",  # a network's layer arithmetic, as the tutorials work it out
 }
@@ -259,7 +260,8 @@ def main(args: list[str] | None = None) -> None:
                 "prog": "python -m lightning_cnn",
                 "description": "Train, evaluate and use CNNs on MNIST. "
                 "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
-                "and TorchScript), 'sweep' (a grid of overrides of a config), 'results' (the results page), "
+                "and TorchScript), 'sweep' (a grid or a search on Optuna), 'compare' (two configurations over "
+                "the same seeds), 'results' (the results page), "
                 "'explain' (a network's output sizes, parameters, receptive fields and FLOPs, layer by layer); "
                 "see '<command> --help'.",
             },
