@@ -6,14 +6,18 @@ import io
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
+import torch
 from conftest import config_run_args, make_synthetic_mnist, read_events, run_cli
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_cnn import ImageClassifier
+from lightning_cnn.analysis.class_images import integrated_gradients
 from lightning_cnn.callbacks.dashboard import Dashboard
+from lightning_cnn.callbacks.figures import saliency_overlay
 from lightning_cnn.callbacks.learning_rate import LearningRateLogger
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.models import TwoConvNet
@@ -27,8 +31,10 @@ EPOCH_IMAGE_TAGS = {
     "feature_maps/input",
     "feature_maps/backbone.conv1",  # TwoConvNet's two convolutions
     "feature_maps/backbone.conv2",
+    "val/accuracy_by_class",
 }
-TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix"}
+TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix", "test/accuracy_by_class"}
+FIT_END_IMAGE_TAGS = {"class_visualization"}
 
 
 def tiny_run_args(data_dir: Path, save_dir: Path, *extra: str) -> list[str]:
@@ -71,10 +77,10 @@ def test_scalars_are_grouped_by_split_with_the_learning_rate_and_training_time(f
 
 def test_every_image_kind_is_logged_once_per_epoch_and_once_per_test(fitted_and_tested_run):
     events = read_events(fitted_and_tested_run)
-    assert set(events.Tags()["images"]) == EPOCH_IMAGE_TAGS | TEST_IMAGE_TAGS
+    assert set(events.Tags()["images"]) == EPOCH_IMAGE_TAGS | TEST_IMAGE_TAGS | FIT_END_IMAGE_TAGS
     for tag in EPOCH_IMAGE_TAGS:
         assert len(events.Images(tag)) == EPOCHS, tag
-    for tag in TEST_IMAGE_TAGS:
+    for tag in TEST_IMAGE_TAGS | FIT_END_IMAGE_TAGS:
         assert len(events.Images(tag)) == 1, tag
 
 
@@ -120,13 +126,19 @@ def test_model_graph_is_logged(fitted_and_tested_run):
 def test_image_kinds_switch_off_in_yaml(tmp_path):
     data_dir = make_synthetic_mnist(tmp_path / "data")
     config = tmp_path / "quiet.yaml"
-    config.write_text("insight:\n  feature_maps: false\n  confusion_matrix: false\n  graph: false\n")
+    config.write_text(
+        "insight:\n  feature_maps: false\n  confusion_matrix: false\n  graph: false\n  per_class_accuracy: false\n"
+        "  class_visualization: false\n  embeddings: false\n  explain: false\n"
+    )
     args = tiny_run_args(data_dir, tmp_path / "logs", "--config", str(config), "--trainer.max_epochs", "1")
     result = run_cli("fit", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     events = read_events(tmp_path / "logs" / "quickstart" / "version_0")
     assert set(events.Tags()["images"]) == {"train/inputs", "val/misclassified", "filters/backbone.conv1"}
     assert not events.Tags()["graph"]
+    assert not any(tag.startswith("val/acc_class/") for tag in events.Tags()["scalars"])
+    run_dir = tmp_path / "logs" / "quickstart" / "version_0"
+    assert not (run_dir / "explain.md").exists() and not (run_dir / "projector_config.pbtxt").exists()
 
 
 def fit_in_process(tmp_path: Path, insight: Dashboard, logger: TensorBoardLogger | bool, epochs: int) -> pl.Trainer:
@@ -166,3 +178,65 @@ def test_smoke_training_without_a_logger(tmp_path):
     """Smoke test: without a logger the callbacks stay idle (Lightning's own LR monitor would raise)."""
     trainer = fit_in_process(tmp_path, Dashboard(), logger=False, epochs=1)
     assert trainer.state.finished and trainer.global_step == 2
+
+
+def test_per_class_accuracy_scalars_use_the_class_names_and_average_to_the_accuracy(fitted_and_tested_run):
+    events = read_events(fitted_and_tested_run)
+    scalars = set(events.Tags()["scalars"])
+    assert {f"val/acc_class/{label}" for label in range(10)} <= scalars
+    assert all(len(events.Scalars(f"val/acc_class/{label}")) == EPOCHS for label in range(10))
+    per_class = [events.Scalars(f"test/acc_class/{label}")[-1].value for label in range(10)]
+    # The synthetic test set holds 20 images of each class, so the mean of the classes is the accuracy.
+    assert sum(per_class) / 10 == pytest.approx(events.Scalars("test/acc")[-1].value, abs=1e-6)
+
+
+def test_class_visualization_is_one_grid_that_the_trained_network_reads_as_each_class(fitted_and_tested_run):
+    image = events_image(fitted_and_tested_run, "class_visualization")
+    saved = Image.open(fitted_and_tested_run / "class_visualization.png")
+    tile = 28 * 2  # upscaled to at least 48 pixels
+    assert image.size == saved.size == (10 * (tile + 2) + 2, tile + 4)
+    # Back from the PNG to the network's input: each tile must score highest as its own class.
+    pixels = torch.from_numpy(np.asarray(saved.convert("L"), dtype=np.float32) / 255)
+    tiles = torch.stack(
+        [pixels[2 : 2 + tile : 2, 2 + k * (tile + 2) : 2 + k * (tile + 2) + tile : 2] for k in range(10)]
+    )
+    model = ImageClassifier.load_from_checkpoint(fitted_and_tested_run / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        predicted = model((tiles.unsqueeze(1) - 0.1307) / 0.3081).argmax(dim=1)
+    assert (predicted == torch.arange(10)).sum() >= 8, predicted.tolist()
+
+
+def test_fit_writes_the_layer_table_into_the_run_folder(fitted_and_tested_run):
+    table = (fitted_and_tested_run / "explain.md").read_text(encoding="utf-8")
+    assert "28 → 24 → 12 → 8 → 4, flatten 320" in table and "8,490 parameters" in table
+    assert "(5·5·1 + 1)·10 = 260" in table
+
+
+def test_projector_gets_penultimate_features_with_sprites_and_labels(fitted_and_tested_run):
+    assert "penultimate_features_backbone.fc" in (fitted_and_tested_run / "projector_config.pbtxt").read_text()
+    (folder,) = [path.parent for path in fitted_and_tested_run.rglob("tensors.tsv")]
+    rows = (folder / "tensors.tsv").read_text().splitlines()
+    assert len(rows) == 100 and len(rows[0].split("\t")) == 320  # the 100 validation images; fc reads 320
+    labels = (folder / "metadata.tsv").read_text().split()
+    assert len(labels) == 100 and set(labels) <= {str(label) for label in range(10)}
+    assert (folder / "sprite.png").is_file()
+
+
+def test_integrated_gradients_of_a_linear_network_are_input_times_weight():
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([2, 0])
+    maps = integrated_gradients(network, images, targets, baseline=-1.0, steps=4)
+    weights = network[1].weight.detach()[targets].view(2, 4, 4)
+    assert torch.allclose(maps, ((images[:, 0] + 1) * weights).clamp_min(0), atol=1e-5)
+
+
+def test_saliency_is_laid_over_the_misclassified_examples_in_red():
+    images = torch.full((3, 1, 8, 8), 0.5)
+    saliency = torch.zeros(3, 8, 8)
+    saliency[:, 2, 3] = 1.0
+    overlay = saliency_overlay(images, saliency)
+    assert overlay.shape == (3, 3, 8, 8)
+    red, green = overlay[:, 0], overlay[:, 1]
+    assert torch.all(red[:, 2, 3] > green[:, 2, 3] + 0.5)  # the salient pixel is red
+    assert torch.allclose(red[:, 0, 0], green[:, 0, 0])  # the others stay gray

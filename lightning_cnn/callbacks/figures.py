@@ -1,9 +1,11 @@
-"""Drawing for the dashboards: image grids, the confusion matrix and the misclassified examples."""
+"""Drawing for the dashboards: image grids, the confusion matrix, the misclassified examples (with saliency)
+and the per-class accuracy bars."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 from torch.nn.functional import interpolate
 from torchvision.utils import make_grid
@@ -12,7 +14,7 @@ from torchvision.utils import make_grid
 MIN_DISPLAY_PIXELS = 48
 
 
-def _upscale(images: Tensor) -> Tensor:
+def upscale(images: Tensor) -> Tensor:
     """Nearest-neighbour upscaling of a ``(N, C, H, W)`` batch so that small maps stay legible."""
     factor = math.ceil(MIN_DISPLAY_PIXELS / min(images.shape[-2:]))
     return interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
@@ -25,7 +27,7 @@ def displayable(images: Tensor) -> Tensor:
 
 def tile_grid(images: Tensor, nrow: int | None = None) -> Tensor:
     """A grid of single images, each stretched to its own [0, 1] range (filters and feature maps)."""
-    images = _upscale(images.detach().float().cpu())
+    images = upscale(images.detach().float().cpu())
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     return make_grid(images, nrow=nrow, normalize=True, scale_each=True, padding=2, pad_value=1.0)
 
@@ -54,14 +56,39 @@ def confusion_matrix_figure(confusion: Tensor, class_names: list[str] | None = N
     return figure
 
 
+def wrong_indices(labels: Tensor, predictions: Tensor, limit: int) -> Tensor:
+    """The first ``limit`` misclassified positions of a batch, the ones :func:`misclassified_figure` shows."""
+    return (predictions != labels).nonzero().flatten()[:limit].cpu()
+
+
+def saliency_overlay(images: Tensor, saliency: Tensor) -> Tensor:
+    """Gray images with ``saliency`` (``(N, H, W)``, any scale) laid over them in red, each map stretched to [0, 1]."""
+    peak = saliency.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    strength = (saliency.unsqueeze(1) / peak).clamp(0, 1) * 0.8
+    gray = images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    red = torch.tensor([1.0, 0.1, 0.0]).view(1, 3, 1, 1)
+    return gray * (1 - strength) + red * strength
+
+
 def misclassified_figure(  # noqa: ANN201
-    images: Tensor, labels: Tensor, predictions: Tensor, limit: int, class_names: list[str] | None = None
+    images: Tensor,
+    labels: Tensor,
+    predictions: Tensor,
+    limit: int,
+    class_names: list[str] | None = None,
+    saliency: Tensor | None = None,
 ):
-    """Up to ``limit`` misclassified images (on the [0, 1] scale), each marked ``predicted/true``."""
+    """Up to ``limit`` misclassified images (on the [0, 1] scale), each marked ``predicted/true``.
+
+    ``saliency``, one ``(H, W)`` map per shown image (see :func:`wrong_indices`), is laid over the
+    images in red: the pixels that made the network predict what it did.
+    """
     from matplotlib.figure import Figure
 
-    wrong = (predictions != labels).nonzero().flatten()[:limit].cpu()
+    wrong = wrong_indices(labels, predictions, limit)
     images, labels, predictions = displayable(images[wrong].cpu()), labels[wrong].cpu(), predictions[wrong].cpu()
+    if saliency is not None and len(wrong):
+        images = saliency_overlay(images, saliency.cpu())
     columns, padding = 8, 2
     rows = max(1, math.ceil(len(wrong) / columns))
     figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.3), dpi=100)
@@ -78,7 +105,30 @@ def misclassified_figure(  # noqa: ANN201
         x, y = column * (width + padding) + padding + 1, row * (height + padding) + padding + 1
         if class_names is not None:
             predicted, true = class_names[predicted], class_names[true]
-        axes.text(x, y, f"{predicted}/{true}", color="red", fontsize=8, va="top", fontweight="bold")
+        color = "deepskyblue" if saliency is not None else "red"  # readable beside the red saliency
+        axes.text(x, y, f"{predicted}/{true}", color=color, fontsize=8, va="top", fontweight="bold")
     title = "predicted/true" if len(wrong) else "no misclassified examples in the first batch"
+    if saliency is not None and len(wrong):
+        title += "; red: the pixels behind the prediction (integrated gradients)"
     figure.suptitle(title, fontsize=9, y=0.995, va="top")
+    return figure
+
+
+def accuracy_bar_figure(accuracy: Tensor, class_names: list[str]):  # noqa: ANN201
+    """One bar per class, its accuracy on a 0-1 axis zoomed to where the bars differ, the lowest in red."""
+    from matplotlib.figure import Figure
+
+    values = accuracy.float().tolist()
+    figure = Figure(figsize=(max(4.5, 0.3 * len(values) + 1.5), 3.0), dpi=100)
+    axes = figure.add_axes((0.12, 0.2, 0.85, 0.7))
+    lowest = min(range(len(values)), key=values.__getitem__)
+    colors = ["tab:red" if index == lowest else "tab:blue" for index in range(len(values))]
+    axes.bar(range(len(values)), values, color=colors)
+    # Accuracies near 1 would all look the same on a full 0-1 axis.
+    axes.set_ylim(max(0.0, min(values) - 0.05), 1.0)
+    axes.set_xticks(
+        range(len(values)), class_names[: len(values)], rotation=90 if max(map(len, class_names)) > 2 else 0
+    )
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"accuracy by class (lowest: {class_names[lowest]}, {values[lowest]:.2%})", fontsize=9)
     return figure

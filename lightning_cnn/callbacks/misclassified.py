@@ -1,4 +1,5 @@
-"""What the network gets wrong: ``val/misclassified`` and ``test/misclassified``, with predicted and true labels."""
+"""What the network gets wrong: ``val/misclassified`` and ``test/misclassified``, with predicted and true labels,
+and in red the pixels that made it predict so (Integrated Gradients from a black image)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import lightning.pytorch as pl
 from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
-from lightning_cnn.callbacks.figures import misclassified_figure
+from lightning_cnn.analysis.class_images import integrated_gradients
+from lightning_cnn.callbacks.class_visualization import pixel_range
+from lightning_cnn.callbacks.figures import misclassified_figure, wrong_indices
 from lightning_cnn.callbacks.tensorboard import (
     DashboardCallback,
     batch_logits,
@@ -26,10 +29,11 @@ class Misclassified(DashboardCallback):
 
     Args:
         num_misclassified: at most this many examples per figure.
+        saliency: lay each example's Integrated-Gradients map for its predicted class over it.
     """
 
-    def __init__(self, num_misclassified: PositiveInt = 16) -> None:
-        self.num_misclassified = num_misclassified
+    def __init__(self, num_misclassified: PositiveInt = 16, saliency: bool = True) -> None:
+        self.num_misclassified, self.saliency = num_misclassified, saliency
         self._first_batch: tuple[Tensor, Tensor, Tensor] | None = None  # images, labels, predictions
 
     def _collect(
@@ -41,14 +45,24 @@ class Misclassified(DashboardCallback):
         images, labels = pair
         self._first_batch = (images, labels, batch_logits(pl_module, outputs, images).argmax(dim=1))
 
-    def _draw(self, trainer: pl.Trainer, split: str) -> None:
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
         first, self._first_batch = self._first_batch, None
         if first is None:
             return
         images, labels, predictions = first
         with self.timed():
+            saliency = None
+            wrong = wrong_indices(labels, predictions, self.num_misclassified).to(images.device)
+            if self.saliency and len(wrong):
+                low, _ = pixel_range(trainer, pl_module)
+                saliency = integrated_gradients(pl_module, images[wrong], predictions[wrong], low)
             figure = misclassified_figure(
-                denormalize(trainer, images), labels, predictions, self.num_misclassified, class_names(trainer)
+                denormalize(trainer, images),
+                labels,
+                predictions,
+                self.num_misclassified,
+                class_names(trainer),
+                saliency,
             )
             tensorboard_logger(trainer).experiment.add_figure(f"{split}/misclassified", figure, trainer.global_step)
 
@@ -75,7 +89,7 @@ class Misclassified(DashboardCallback):
         self._collect(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._draw(trainer, "val")
+        self._draw(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._draw(trainer, "test")
+        self._draw(trainer, pl_module, "test")

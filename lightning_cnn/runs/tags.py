@@ -17,3 +17,11 @@ BEST_TAG = "val/acc_best"
 # The per-epoch metrics a run record keeps as curves (report plots the first four).
 CURVE_TAGS = ("train/loss", "val/loss", "train/acc", "val/acc")
 RECORDED_CURVES = (*CURVE_TAGS, BEST_TAG)
+# Per-class accuracy: scalars <split>/acc_class/<class name>, and the bar chart image <split>/accuracy_by_class.
+PER_CLASS_ACCURACY_PREFIX = "acc_class"
+PER_CLASS_ACCURACY_IMAGE = "accuracy_by_class"
+# Written once at the end of fit: the class visualization grid (also class_visualization.png in the run
+# folder, for the report) and the projector's embedding of validation images.
+CLASS_VISUALIZATION_TAG = "class_visualization"
+CLASS_VISUALIZATION_FILENAME = "class_visualization.png"
+EMBEDDING_TAG = "penultimate_features"
