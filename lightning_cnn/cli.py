@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichModelSummary
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -30,6 +30,7 @@ from lightning_cnn.callbacks.gc_freeze import FreezeLongLivedObjects
 from lightning_cnn.callbacks.global_batch_size import GlobalBatchSizeLogger
 from lightning_cnn.callbacks.last_checkpoint import LastCheckpoint
 from lightning_cnn.callbacks.learning_rate import LearningRateLogger
+from lightning_cnn.callbacks.model_summary import NetworkSummary
 from lightning_cnn.callbacks.prediction_writer import PredictionWriter
 from lightning_cnn.callbacks.progress_bar import RunProgressBar
 from lightning_cnn.callbacks.run_config import RunConfigCallback
@@ -70,8 +71,9 @@ TRAINER_DEFAULTS = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": LOG_ROOT, "name": "default", "default_hp_metric": False},
     },
-    # Every layer with its output shape and parameter count, as the tutorials compute by hand.
-    "callbacks": [RichModelSummary(max_depth=-1), GlobalBatchSizeLogger(), FreezeLongLivedObjects()],
+    # Every layer of the network with its output shape and parameter count, as the tutorials compute by hand
+    # (explain.md adds the formulas and receptive fields); as wide as it needs when piped, without the metrics.
+    "callbacks": [NetworkSummary(max_depth=-1), GlobalBatchSizeLogger(), FreezeLongLivedObjects()],
 }
 
 
@@ -115,14 +117,6 @@ class CNNLightningCLI(LightningCLI):
         parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_shape", "model.input_shape", apply_on="instantiate")
-        # The zoo's networks are built for the data too (a backbone without these parameters is left as configured).
-        parser.link_arguments("data.num_classes", "model.backbone.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments(
-            "data.image_shape", "model.backbone.init_args.in_channels", _channels, apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.image_shape", "model.backbone.init_args.image_size", _image_size, apply_on="instantiate"
-        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
         super().parse_arguments(parser, args)
@@ -204,14 +198,6 @@ class CNNLightningCLI(LightningCLI):
         ):
             callbacks.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND))
         return callbacks
-
-
-def _channels(image_shape: tuple[int, int, int]) -> int:
-    return int(image_shape[0])
-
-
-def _image_size(image_shape: tuple[int, int, int]) -> tuple[int, int]:
-    return int(image_shape[1]), int(image_shape[2])
 
 
 def _monitors_validation(callback: Callback) -> bool:
