@@ -117,14 +117,6 @@ class CNNLightningCLI(LightningCLI):
         parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_shape", "model.input_shape", apply_on="instantiate")
-        # The zoo's networks are built for the data too (a backbone without these parameters is left as configured).
-        parser.link_arguments("data.num_classes", "model.backbone.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments(
-            "data.image_shape", "model.backbone.init_args.in_channels", _channels, apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.image_shape", "model.backbone.init_args.image_size", _image_size, apply_on="instantiate"
-        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
         super().parse_arguments(parser, args)
@@ -206,14 +198,6 @@ class CNNLightningCLI(LightningCLI):
         ):
             callbacks.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_PER_SECOND))
         return callbacks
-
-
-def _channels(image_shape: tuple[int, int, int]) -> int:
-    return int(image_shape[0])
-
-
-def _image_size(image_shape: tuple[int, int, int]) -> tuple[int, int]:
-    return int(image_shape[1]), int(image_shape[2])
 
 
 def _monitors_validation(callback: Callback) -> bool:
