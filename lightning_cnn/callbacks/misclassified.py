@@ -13,7 +13,7 @@ from lightning_cnn.analysis.class_images import integrated_gradients
 from lightning_cnn.callbacks.class_visualization import pixel_range
 from lightning_cnn.callbacks.figures import misclassified_figure, wrong_indices
 from lightning_cnn.callbacks.tensorboard import (
-    DashboardCallback,
+    EvaluationDashboard,
     batch_logits,
     class_names,
     denormalize,
@@ -22,7 +22,7 @@ from lightning_cnn.callbacks.tensorboard import (
 )
 
 
-class Misclassified(DashboardCallback):
+class Misclassified(EvaluationDashboard):
     """Logs the misclassified examples of the first validation (and test) batch, drawn at the epoch end.
 
     The predictions come from the logits the evaluation step returns, so no batch is run twice.
@@ -36,8 +36,8 @@ class Misclassified(DashboardCallback):
         self.num_misclassified, self.saliency = num_misclassified, saliency
         self._first_batch: tuple[Tensor, Tensor, Tensor] | None = None  # images, labels, predictions
 
-    def _collect(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    def evaluation_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, split: str
     ) -> None:
         pair = images_and_labels(batch) if batch_idx == 0 and trainer.is_global_zero else None
         if pair is None or trainer.sanity_checking or not self.drawing(trainer):
@@ -45,7 +45,7 @@ class Misclassified(DashboardCallback):
         images, labels = pair
         self._first_batch = (images, labels, batch_logits(pl_module, outputs, images).argmax(dim=1))
 
-    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+    def end_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
         first, self._first_batch = self._first_batch, None
         if first is None:
             return
@@ -65,31 +65,3 @@ class Misclassified(DashboardCallback):
                 saliency,
             )
             tensorboard_logger(trainer).experiment.add_figure(f"{split}/misclassified", figure, trainer.global_step)
-
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._draw(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._draw(trainer, pl_module, "test")

@@ -7,55 +7,27 @@ the bar chart (``val/accuracy_by_class``, ``test/accuracy_by_class``) when the i
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cnn.callbacks.figures import accuracy_bar_figure
-from lightning_cnn.callbacks.tensorboard import (
-    DashboardCallback,
-    batch_logits,
-    class_names,
-    images_and_labels,
-    tensorboard_logger,
-)
+from lightning_cnn.callbacks.tensorboard import ClassCounts, class_names, tensorboard_logger
 from lightning_cnn.runs.tags import PER_CLASS_ACCURACY_IMAGE, PER_CLASS_ACCURACY_PREFIX
 
 
-class PerClassAccuracy(DashboardCallback):
+class PerClassAccuracy(ClassCounts):
     """Logs each class's accuracy (its recall: the share of its images predicted as it) per validation and test."""
 
-    def __init__(self) -> None:
-        self._accuracy: MulticlassAccuracy | None = None
-        self._updated = False
+    def make_metric(self, num_classes: int) -> MulticlassAccuracy:
+        # validate_args=False: argument checks would sync with the host on every batch.
+        return MulticlassAccuracy(num_classes, average=None, validate_args=False)
 
-    def _start(self) -> None:
-        if self._accuracy is not None:
-            self._accuracy.reset()
-        self._updated = False
-
-    def _update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> None:
-        pair = images_and_labels(batch)
-        if pair is None or trainer.sanity_checking:
+    def end_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        accuracy: Tensor | None = self.computed()
+        if accuracy is None or not trainer.is_global_zero:
             return
-        images, labels = pair
-        logits = batch_logits(pl_module, outputs, images)
-        if self._accuracy is None:
-            # validate_args=False: argument checks would sync with the host on every batch.
-            self._accuracy = MulticlassAccuracy(logits.shape[1], average=None, validate_args=False)
-        if self._accuracy.device != logits.device:
-            self._accuracy = self._accuracy.to(logits.device)
-        self._accuracy.update(logits.argmax(dim=1), labels)
-        self._updated = True
-
-    def _log(self, trainer: pl.Trainer, split: str) -> None:
-        if not self._updated:
-            return
-        accuracy: Tensor = self._accuracy.compute().cpu()  # reduced across processes: every rank computes it
-        if not trainer.is_global_zero:
-            return
+        accuracy = accuracy.cpu()
         names = class_names(trainer) or [str(label) for label in range(len(accuracy))]
         metrics = {
             f"{split}/{PER_CLASS_ACCURACY_PREFIX}/{name}": float(value)
@@ -68,37 +40,3 @@ class PerClassAccuracy(DashboardCallback):
                 figure = accuracy_bar_figure(accuracy, names)
                 writer = tensorboard_logger(trainer).experiment
                 writer.add_figure(f"{split}/{PER_CLASS_ACCURACY_IMAGE}", figure, trainer.global_step)
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._update(trainer, pl_module, outputs, batch)
-
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._update(trainer, pl_module, outputs, batch)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log(trainer, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log(trainer, "test")

@@ -8,7 +8,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
-from tensorboard.plugins.hparams import summary_v2 as hparams_api
 from torch import Tensor
 
 from lightning_cnn.callbacks.tensorboard import tensorboard_logger
@@ -39,6 +38,8 @@ class RunInfo(Callback):
 
 def log_hparams(logger: TensorBoardLogger, hparams: dict[str, bool | int | float | str]) -> None:
     """The hparams plugin's session: these values, and the last value of each metric tag, per run."""
+    from tensorboard.plugins.hparams import summary_v2 as hparams_api  # protobuf and absl: not needed by --help
+
     experiment = hparams_api.hparams_config_pb(
         hparams=[hparams_api.HParam(name) for name in hparams],
         metrics=[hparams_api.Metric(tag) for tag in HPARAM_METRICS],

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from torchmetrics import Metric
 
 from lightning_cnn.callbacks.image_budget import ImageBudget
 from lightning_cnn.data import ImageDataModule
@@ -67,3 +68,80 @@ class DashboardCallback(Callback):
     def timed(self) -> AbstractContextManager[None]:
         """Counts the time spent inside against the budget."""
         return self.budget.timed() if self.budget is not None else nullcontext()
+
+
+class EvaluationDashboard(DashboardCallback):
+    """Base of the callbacks that look at the validation and test batches: a start, each batch, an end, per split."""
+
+    def start_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        """At the start of a validation or test epoch (``split`` is ``val`` or ``test``)."""
+
+    def evaluation_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, split: str
+    ) -> None:
+        """After each batch, with what the evaluation step returned (``{"logits": ...}``)."""
+
+    def end_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        """At the end of a validation or test epoch."""
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_evaluation(trainer, pl_module, "val")
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_evaluation(trainer, pl_module, "test")
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: int
+    ) -> None:
+        self.evaluation_batch(trainer, pl_module, outputs, batch, batch_idx, "val")
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: int
+    ) -> None:
+        self.evaluation_batch(trainer, pl_module, outputs, batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.end_evaluation(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.end_evaluation(trainer, pl_module, "test")
+
+
+class ClassCounts(EvaluationDashboard):
+    """Base of the per-class views: a torchmetrics metric updated on the device from each evaluation batch's logits
+    (no host sync per batch) and reduced across devices at the epoch end."""
+
+    def __init__(self) -> None:
+        self._metric: Metric | None = None
+        self._updated = False
+
+    def make_metric(self, num_classes: int) -> Metric:
+        raise NotImplementedError
+
+    def counts(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch's batches are counted (every rank decides alike)."""
+        return True
+
+    def start_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        if self._metric is not None:
+            self._metric.reset()
+        self._updated = False
+
+    def evaluation_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, split: str
+    ) -> None:
+        pair = images_and_labels(batch)
+        if pair is None or trainer.sanity_checking or not self.counts(trainer):
+            return
+        images, labels = pair
+        logits = batch_logits(pl_module, outputs, images)
+        if self._metric is None:
+            self._metric = self.make_metric(logits.shape[1])
+        if self._metric.device != logits.device:
+            self._metric = self._metric.to(logits.device)
+        self._metric.update(logits.argmax(dim=1), labels)
+        self._updated = True
+
+    def computed(self) -> Tensor | None:
+        """The epoch's value, reduced across processes (every rank must call it); None when nothing was counted."""
+        return self._metric.compute() if self._updated else None
