@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+from lightning.pytorch.profilers import SimpleProfiler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.classification import MulticlassAccuracy
@@ -39,6 +42,7 @@ from benchmarks.timing import LinearNet, ModelOptions, ThroughputTimer, synchron
 from lightning_cnn.data import MNISTDataModule
 from lightning_cnn.errors import UserError
 from lightning_cnn.models import TwoConvNet
+from lightning_cnn.module import ImageClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.1307, 0.3081
@@ -48,6 +52,7 @@ WAYS = {
     2: "(2) seeds' loop: torchvision + DataLoader",
     3: "(3) typical LightningModule, DataLoader",
     4: "(4) lightning_cnn fit (defaults)",
+    5: "(5) bare Lightning: ImageClassifier, tensor batches",
 }
 TARGETS = ((1, 0.9), (2, 2.0), (3, 8.0))  # (4) must reach this multiple of way (i)
 RSS_TARGET_BYTES = 1.2e9
@@ -62,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs of each way; the table shows the median (default 3)"
     )
-    parser.add_argument("--ways", default="1,2,3,4", help="which ways to run, e.g. 1,4 (default all)")
+    parser.add_argument("--ways", default="1,2,3,4,5", help="which ways to run, e.g. 1,4,5 (default all)")
+    parser.add_argument(
+        "--fit-args",
+        default="",
+        help="extra command-line options for way (4), e.g. '--trainer.enable_progress_bar false'",
+    )
     parser.add_argument(
         "--network",
         choices=("two_conv", "linear"),
@@ -77,11 +87,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights in every way")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network in every way")
     parser.add_argument("--threads", type=int, help="CPU threads for torch in every way (default: torch's choice)")
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="run ways (4) and (5) under Lightning's SimpleProfiler and write its reports here (way4_1.txt, ...)",
+    )
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
     args.ways = sorted({int(way) for way in args.ways.split(",")})
     if not set(args.ways) <= set(WAYS) or min(args.samples, args.repeats, args.batch_size, args.eval_batch_size) < 1:
-        parser.error("--ways takes numbers from 1 to 4; --samples, --repeats and batch sizes must be positive")
+        parser.error("--ways takes numbers from 1 to 5; --samples, --repeats and batch sizes must be positive")
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         parser.error("--accelerator gpu needs a CUDA device, and none is visible; run on the CPU without it")
     args.steps = math.ceil(args.samples / args.batch_size)
@@ -300,7 +315,15 @@ def lightning_cnn_fit(args: argparse.Namespace, repeat: int) -> dict:
             "--trainer.limit_train_batches", str(args.warmup_steps + args.steps),
             "--trainer.logger.init_args.save_dir", str(Path(tmp) / "lightning_logs"),
             *(f"--trainer.callbacks+={json.dumps(callback)}" for callback in callbacks),
+            *shlex.split(args.fit_args),
         ]  # fmt: skip
+        if args.profile_dir is not None:
+            args.profile_dir.mkdir(parents=True, exist_ok=True)
+            command += [
+                "--trainer.profiler", "lightning.pytorch.profilers.SimpleProfiler",
+                "--trainer.profiler.dirpath", str(args.profile_dir.resolve()),
+                "--trainer.profiler.filename", f"way4_{repeat + 1}",
+            ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)  # torch's intra-op thread count in the child
@@ -316,11 +339,62 @@ def lightning_cnn_fit(args: argparse.Namespace, repeat: int) -> dict:
     return {**result, "startup_seconds": result["first_step_wall"] - launched}
 
 
+def profiler(args: argparse.Namespace, way: int, repeat: int) -> SimpleProfiler | None:
+    """Lightning's SimpleProfiler writing ``way<way>_<repeat>.txt`` under ``--profile-dir``, if one was given."""
+    if args.profile_dir is None:
+        return None
+    args.profile_dir.mkdir(parents=True, exist_ok=True)
+    return SimpleProfiler(dirpath=args.profile_dir, filename=f"way{way}_{repeat + 1}")
+
+
+def bare_lightning(args: argparse.Namespace, repeat: int, module: type[ImageClassifier] = ImageClassifier) -> dict:
+    """(5) The engine's floor: (4)'s ImageClassifier and tensor batches in a Trainer with nothing else.
+
+    No logger, checkpoints, progress bar, model summary or callbacks besides the timer: what is left
+    over (1) is Lightning's own loop; what (4) spends over this is the product's.
+    """
+    pl.seed_everything(repeat, verbose=False)
+    data = MNISTDataModule(
+        data_dir=str(args.data_dir),
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        val_split=MNISTDataModule().val_split,
+    )
+    model = module(
+        NETWORKS[args.network](),
+        optimizer=functools.partial(torch.optim.SGD, lr=LEARNING_RATE, momentum=MOMENTUM),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        timer = ThroughputTimer(str(Path(tmp) / "timing.json"), args.warmup_steps)
+        with (
+            open(Path(tmp) / "output.txt", "w") as output,
+            contextlib.redirect_stdout(output),
+            contextlib.redirect_stderr(output),
+        ):
+            trainer = pl.Trainer(
+                accelerator=args.accelerator,
+                devices=1,
+                precision=args.precision,
+                max_epochs=1,
+                limit_train_batches=args.warmup_steps + args.steps,
+                default_root_dir=tmp,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                profiler=profiler(args, 5, repeat),
+                callbacks=[timer, ModelOptions(args.channels_last, args.compile)],
+            )
+            trainer.fit(model, datamodule=data)
+        return timer.result()
+
+
 RUNNERS: dict[int, Callable[[argparse.Namespace, int], dict]] = {
     1: plain_loop,
     2: seeds_loop,
     3: typical_lightning,
     4: lightning_cnn_fit,
+    5: bare_lightning,
 }
 
 
