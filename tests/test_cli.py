@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, run_cli
-from glyphs import write_dataset, write_image_folder
+from glyphs import CLASSES, write_dataset, write_image_folder
 from torchvision.datasets import MNIST
 
 from lightning_cnn import ImageClassifier
@@ -26,7 +26,8 @@ def experiment_data(experiment: str, mnist_dir: Path, root: Path) -> list[str]:
     data = yaml.safe_load((REPO / experiment).read_text()).get("data") or {}
     options = data.get("init_args", data)
     if str(data.get("class_path", "")).endswith("ImageFolderDataModule"):
-        return ["--data.train_root", str(write_image_folder(root / "images", per_class=30, seed=0))]
+        images = write_image_folder(root / "images", per_class=30, seed=0)
+        return ["--data.train_root", str(images), f"--model.backbone.init_args.num_classes={len(CLASSES)}"]
     dataset = options.get("dataset", "MNIST")
     if dataset == "MNIST":
         return synthetic(mnist_dir)
