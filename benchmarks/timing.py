@@ -127,17 +127,26 @@ class ModelOptions(pl.Callback):
 
     Args:
         channels_last: convert the module's weights to ``torch.channels_last``.
-        compile: wrap the submodule named ``attribute`` in ``torch.compile``.
+        compile: compile the submodule named ``attribute`` in place (``nn.Module.compile``: its
+            parameter names, and so the checkpoints, stay those of the eager module).
+        compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs), ``max-autotune``.
         attribute: the submodule that maps images to logits.
     """
 
-    def __init__(self, channels_last: bool = False, compile: bool = False, attribute: str = "backbone") -> None:
-        self.channels_last, self.compile, self.attribute = channels_last, compile, attribute
+    def __init__(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str = "default",
+        attribute: str = "backbone",
+    ) -> None:
+        self.channels_last, self.compile, self.compile_mode = channels_last, compile, compile_mode
+        self.attribute = attribute
+        self.compiled = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.channels_last:
             pl_module.to(memory_format=torch.channels_last)
-        if self.compile and not isinstance(
-            getattr(pl_module, self.attribute), torch._dynamo.eval_frame.OptimizedModule
-        ):
-            setattr(pl_module, self.attribute, torch.compile(getattr(pl_module, self.attribute)))
+        if self.compile and not self.compiled:
+            getattr(pl_module, self.attribute).compile(mode=self.compile_mode)
+            self.compiled = True

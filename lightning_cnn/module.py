@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +40,9 @@ class ImageClassifier(pl.LightningModule):
         scheduler: an optional LR scheduler. Schedulers that take ``total_steps`` (OneCycleLR)
             get the run's total number of optimizer steps when the config leaves it out.
         scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
+        compile_mode: compile the backbone with ``torch.compile`` in this mode when fit, validate, test
+            or predict sets up (``reduce-overhead`` adds CUDA graphs); None runs it eagerly. Compiled in
+            place, so parameter names and checkpoints are those of the eager network.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class ImageClassifier(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -71,10 +76,22 @@ class ImageClassifier(pl.LightningModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in SPLITS}
         )
         self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
+        # Training steps only add to plain device sums (a torchmetrics update costs several times more
+        # Python per step); the epoch's sums go to these means once, and torchmetrics reduces them across ranks.
+        self.accuracy["train_acc"] = MeanMetric(nan_strategy="ignore")
+        self.mean_loss["train_loss"] = MeanMetric(nan_strategy="ignore")
+        self.register_buffer("train_correct", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+        self.train_count = 0
         self.val_acc_best = MaxMetric()
         # The first global step whose training loss was not finite (-1: none). It is updated on the
         # device every step and read on the host only at the checks, so there is no sync per step.
         self.register_buffer("first_nonfinite_step", torch.tensor(-1), persistent=False)
+
+    def configure_model(self) -> None:
+        # Lightning calls this hook at every stage's setup; nn.Module.compile is idempotent.
+        if self.hparams.get("compile_mode") is not None:
+            self.backbone.compile(mode=self.hparams.compile_mode)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints of the zoo's former anonymous sequences (backbone.0.weight) load into the named layers.
@@ -88,6 +105,11 @@ class ImageClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if split == "train":
+            self.train_correct += (logits.detach().argmax(dim=1) == labels).sum()
+            self.train_loss_sum += loss.detach() * labels.numel()
+            self.train_count += labels.numel()
+            return loss, logits
         # Metric updates stay on the device; values are computed and synced once per epoch.
         accuracy, mean_loss = self.accuracy[f"{split}_acc"], self.mean_loss[f"{split}_loss"]
         accuracy.update(logits.detach(), labels)
@@ -134,8 +156,16 @@ class ImageClassifier(pl.LightningModule):
         if self.trainer.training or self.trainer.state.fn == "fit":
             self.check_loss_finite()
 
+    def on_train_epoch_start(self) -> None:
+        self.train_correct.zero_()
+        self.train_loss_sum.zero_()
+        self.train_count = 0
+
     def on_train_epoch_end(self) -> None:
         self.check_loss_finite()
+        if self.train_count:  # weighted by this rank's images, so the reduced mean is over all images
+            self.accuracy["train_acc"].update(self.train_correct / self.train_count, self.train_count)
+            self.mean_loss["train_loss"].update(self.train_loss_sum / self.train_count, self.train_count)
         self._log_epoch_metrics("train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
