@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,9 @@ def open_storage(url: str | None, sweep_dir: Path) -> BaseStorage:
                 f"cannot write the study into {sweep_dir} ({error.strerror}); pass a writable --log_root"
             ) from None
     try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
     except ImportError as error:
         raise UserError(
             f"--storage {hidden_password(url)} needs a database driver that is not installed"

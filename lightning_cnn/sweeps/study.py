@@ -70,13 +70,21 @@ def load_or_create_study(
                 "seeds, configs or metric changed); give the sweep another 'name', or delete the study "
                 f"(the sweep folder's optuna.journal) to start over"
             )
+        if sampler_seed is not None:
+            # Seeded by the worker and by how far the study has come, so that a study continued after a
+            # stop does not draw its first samples again (a sampler seeded alike repeats its draws).
+            study.sampler = make_sampler(spec.sampler, sampler_seed + 1009 * len(study.trials))
     return study
 
 
 def process_alive(worker: str | None) -> bool:
-    """Whether the ``host:pid`` that ran a trial still runs (an unknown worker, or another host's, counts as alive)."""
+    """Whether the ``host:pid`` that runs a trial still runs (another host's counts as alive: its heartbeat tells).
+
+    Every worker names itself on its trial before it releases the study lock, so under the lock a
+    running trial without a worker is one whose worker died while making it.
+    """
     if not worker or ":" not in worker:
-        return True
+        return False
     host, pid = worker.rsplit(":", 1)
     if host != HOST:
         return True

@@ -165,7 +165,6 @@ def test_run(
 def objective(trial: optuna.Trial, spec: SweepSpec, log_root: Path, extra: list[str]) -> float:
     """Fit the trial's configuration over its seeds; its value is the mean of their metric."""
     global ACTIVE_TRIAL
-    trial.set_user_attr("worker", worker_id())
     name, overrides = trial_overrides(trial, spec)
     trial.set_user_attr("name", name)
     trial.set_user_attr("overrides", {key: format_value(value) for key, value in overrides.items()})

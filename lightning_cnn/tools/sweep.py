@@ -61,6 +61,9 @@ def run_worker(spec: SweepSpec, args: argparse.Namespace, extra: list[str], work
     study.set_user_attr("metric", spec.metric)
 
     def locked_objective(trial: optuna.Trial) -> float:
+        # Named before the lock is released, so that a trial found running without a worker, under the
+        # lock, is one whose worker died while making it.
+        trial.set_user_attr("worker", worker_id())
         lock.release()  # the trial exists now: other workers may take theirs
         return objective(trial, spec, args.log_root, extra)
 
