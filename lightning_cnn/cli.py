@@ -200,6 +200,22 @@ class CNNLightningCLI(LightningCLI):
         return callbacks
 
 
+def config_tool(cli_class: type[CNNLightningCLI], prog: str, description: str, args: list[str]) -> CNNLightningCLI:
+    """A tool that reads a run's config as ``fit`` does (the same options, links and checks) and then does its own
+    work instead of training: the classes are built, nothing runs."""
+    return cli_class(
+        ImageClassifier,
+        ImageDataModule,
+        subclass_mode_data=True,
+        run=False,
+        parser_class=QuietUsageParser,  # a parse error is its one line, not the whole usage
+        save_config_callback=None,
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"prog": prog, "description": description},
+        args=args,
+    )
+
+
 def _monitors_validation(callback: Callback) -> bool:
     return isinstance(callback, ModelCheckpoint) and str(callback.monitor or "").startswith("val/")
 

@@ -13,9 +13,7 @@ import warnings
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lightning_cnn.analysis import explain_json, explain_markdown, trace_network
-from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, QuietUsageParser
-from lightning_cnn.data import ImageDataModule
-from lightning_cnn.module import ImageClassifier
+from lightning_cnn.cli import CNNLightningCLI, config_tool
 
 
 class ExplainCLI(CNNLightningCLI):
@@ -32,20 +30,12 @@ class ExplainCLI(CNNLightningCLI):
 def main(args: list[str]) -> None:
     # The CLI hands this tool its own arguments; LightningCLI would warn that sys.argv differs from them.
     warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
-    cli = ExplainCLI(
-        ImageClassifier,
-        ImageDataModule,
-        subclass_mode_data=True,
-        run=False,
-        parser_class=QuietUsageParser,  # a parse error is its one line, not the whole usage
-        save_config_callback=None,
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={
-            "prog": "python -m lightning_cnn explain",
-            "description": "The layer arithmetic of a config's network: output sizes with their formula, parameters, "
-            "receptive field and jump, FLOPs and activation memory, for one image of the data's shape.",
-        },
-        args=args,
+    cli = config_tool(
+        ExplainCLI,
+        "python -m lightning_cnn explain",
+        "The layer arithmetic of a config's network: output sizes with their formula, parameters, receptive field "
+        "and jump, FLOPs and activation memory, for one image of the data's shape.",
+        args,
     )
     trace = trace_network(cli.model.backbone, tuple(cli.model.hparams.input_shape))
     sys.stdout.write(explain_json(trace) if cli.config.json else explain_markdown(trace))

@@ -21,8 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.imports import RequirementCache
 
 from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
-from lightning_cnn.cli import TRAINER_DEFAULTS, CNNLightningCLI, QuietUsageParser
-from lightning_cnn.data import ImageDataModule
+from lightning_cnn.cli import CNNLightningCLI, config_tool
 from lightning_cnn.errors import UserError
 from lightning_cnn.module import ImageClassifier
 from lightning_cnn.runs.checkpoints import resolve_run_checkpoint
@@ -174,20 +173,7 @@ def verify_export(model: ImageClassifier, folder: Path, batch_size: int = 5) -> 
 
 
 def main(args: list[str]) -> None:
-    cli = ExportCLI(
-        ImageClassifier,
-        ImageDataModule,
-        subclass_mode_data=True,
-        run=False,
-        parser_class=QuietUsageParser,  # a parse error is its one line, not the whole usage
-        save_config_callback=None,
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={
-            "prog": "python -m lightning_cnn export",
-            "description": "Export a checkpoint to ONNX and TorchScript.",
-        },
-        args=args,
-    )
+    cli = config_tool(ExportCLI, "python -m lightning_cnn export", "Export a checkpoint to ONNX and TorchScript.", args)
     checkpoint = validate_checkpoint(cli.config.ckpt_path, cli.model)
     cli.model.load_state_dict(checkpoint["state_dict"])
     data = cli.datamodule
