@@ -7,9 +7,10 @@ LOGDIR ?= lightning_logs
 PYTEST_ARGS ?=
 SWEEP ?= configs/sweeps/seed000_grid.yaml
 BENCH_ARGS ?=
+DEVICE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint tensorboard report sweep results bench clean
+.PHONY: help install train test lint tensorboard report sweep results bench device-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +47,9 @@ results: install ## Rebuild docs/results.md from the runs under LOGDIR
 
 bench: install ## Training/validation throughput, four ways, one table (BENCH_ARGS='--samples 64000 --repeats 5')
 	$(PY) -m benchmarks.throughput $(BENCH_ARGS)
+
+device-check: install ## On one GPU (<= 8 min): GPU tests, throughput, precision, time to 99% -> benchmarks/device_results.md (DEVICE_ARGS='--accelerator cpu --quick' on a CPU)
+	$(PY) -m benchmarks.device_check $(DEVICE_ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv and data/)
 	find $(LOGDIR) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -49,8 +49,8 @@ class LinearNet(nn.Sequential):
 class ThroughputTimer(pl.Callback):
     """Times training steps after a warm-up and the first real validation pass; writes them as JSON.
 
-    The training window runs from the start of batch ``warmup_steps`` to the end of the epoch's
-    last batch, the validation window over the batches of the first validation after the sanity
+    The training window runs from the start of batch ``warmup_steps`` to the end of the first
+    epoch's last batch, the validation window over the batches of the first validation after the sanity
     check (epoch-end work such as images is outside both), with one device sync at each end and
     none per step. The JSON also holds the wall clock (``time.time()``) at the first training step,
     so a parent process can tell start-up time, and this process's peak resident memory.
@@ -63,6 +63,7 @@ class ThroughputTimer(pl.Callback):
     def __init__(self, output: str, warmup_steps: int = 10) -> None:
         self.output, self.warmup_steps = Path(output), warmup_steps
         self.first_step_wall: float | None = None
+        self.timed_epoch: int | None = None
         self.train_start = self.train_end = self.train_cpu_start = self.train_cpu_end = None
         self.train_samples = 0
         self.val_start = self.val_seconds = None
@@ -71,13 +72,16 @@ class ThroughputTimer(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if self.first_step_wall is None:
             self.first_step_wall = time.time()
-        if batch_idx == self.warmup_steps:
+            self.timed_epoch = trainer.current_epoch  # a longer run is timed over its first epoch only
+        if batch_idx == self.warmup_steps and trainer.current_epoch == self.timed_epoch:
             synchronize(pl_module.device)
             self.train_start, self.train_cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
+        if trainer.current_epoch != self.timed_epoch:
+            return
         if batch_idx >= self.warmup_steps:
             self.train_samples += len(batch[1])
         if batch_idx == trainer.num_training_batches - 1:
