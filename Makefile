@@ -26,8 +26,10 @@ install: $(VENV)/.installed ## Create .venv and install the package with its dev
 train: install ## Train CONFIG (default: the quickstart) on MNIST
 	$(PY) -m lightning_cnn fit --config $(CONFIG)
 
+# One pytest worker per core (pytest-xdist), a test file per worker, one thread each: threads of two
+# workers on the same cores would wait on each other.
 test: install ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips the real-MNIST training)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: install ## Check style with ruff
 	$(PY) -m ruff check lightning_cnn tests benchmarks
