@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -315,3 +316,24 @@ def test_missing_sweep_file_is_a_clear_error(tmp_path):
     result = run_cli("sweep", "no_such_sweep.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert "no_such_sweep.yaml does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sweep_stopped_by_sigterm_runs_the_stopped_trial_again_when_started_again(
+    synthetic_data_dir, tmp_path, capsys
+):
+    spec = {"name": "stopped", "config": QUICKSTART, "overrides": TINY, "grid": {"data.batch_size": [16, 32]}}
+    path, logs = write_sweep(tmp_path, spec), tmp_path / "logs"
+    stop = {"class_path": "conftest.SignalAtStep", "init_args": {"step": 2, "signum": int(signal.SIGTERM)}}
+    arguments = ["sweep", str(path), "--log_root", str(logs), *tiny_run(synthetic_data_dir)]
+    code, _, _ = run_main(*arguments, f"--trainer.callbacks+={json.dumps(stop)}", capsys=capsys)
+    assert code == 128 + signal.SIGTERM
+    trials = load_study(logs, "stopped").trials
+    assert sorted(trial.state.name for trial in trials) == ["FAIL", "WAITING"]  # the other point not started
+    (stopped,) = [trial for trial in trials if trial.state == TrialState.FAIL]
+    assert "error" not in stopped.user_attrs
+    code, _, err = run_main(*arguments, capsys=capsys)
+    assert code == 0, err[-3000:]
+    study = load_study(logs, "stopped")
+    assert_exactly_n_trials_none_duplicated(study, 2)
+    (retry,) = [trial for trial in study.trials if trial.user_attrs.get("retry_of") == stopped.number]
+    assert retry.params == stopped.params and retry.state == TrialState.COMPLETE

@@ -37,6 +37,15 @@ class TrialPruning(PyTorchLightningPruningCallback):
         super().__init__(ACTIVE_TRIAL, monitor)
 
 
+class SweepStoppedError(KeyboardInterrupt):
+    """The sweep was stopped (Ctrl+C, SIGTERM) inside a run: the trial fails, is run again on the next start, and the
+    sweep exits with the run's status (130, 143)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 class RunFailedError(Exception):
     """A run of the trial ended with an error (a NaN loss, a bad value): the trial fails and the study goes on."""
 
@@ -118,7 +127,7 @@ def call_cli(arguments: list[str]) -> None:
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         if code >= 128:
-            raise KeyboardInterrupt from None  # the sweep was stopped (Ctrl+C, SIGTERM): the trial is run again
+            raise SweepStoppedError(code) from None
         if code != 0:
             raise RunFailedError(tee.error_line()) from None
     except optuna.TrialPruned:

@@ -30,7 +30,7 @@ from lightning_cnn.sweeps import results
 from lightning_cnn.sweeps.spec import SweepSpec, format_value, load_sweep
 from lightning_cnn.sweeps.storage import StudyLock, open_storage
 from lightning_cnn.sweeps.study import has_work, is_finished, load_or_create_study, recover_interrupted, worker_id
-from lightning_cnn.sweeps.trial import RunFailedError, objective, test_run
+from lightning_cnn.sweeps.trial import RunFailedError, SweepStoppedError, objective, test_run
 from lightning_cnn.tools.report import duration
 
 
@@ -76,7 +76,9 @@ def run_worker(spec: SweepSpec, args: argparse.Namespace, extra: list[str], work
                 return 0
             study.optimize(locked_objective, n_trials=1, catch=(RunFailedError,))
             lock.release()
-    except KeyboardInterrupt:
+    except SweepStoppedError as stop:
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl+C between runs
         return 130
     finally:
         lock.close()
