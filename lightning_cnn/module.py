@@ -12,12 +12,13 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from lightning_cnn.checkpoints import rename_positional_keys
 from lightning_cnn.errors import UserError
 
 SPLITS = ("train", "val", "test")
+CALIBRATION_BINS = 15
 
 
 class ModelConfigError(UserError, ValueError):
@@ -76,6 +77,14 @@ class ImageClassifier(pl.LightningModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in SPLITS}
         )
         self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
+        # Expected calibration error of validation and test: how far the confidence of the predicted class is
+        # from its accuracy, over 15 equal-width confidence bins (L1, weighted by the bins' image counts).
+        self.calibration = nn.ModuleDict(
+            {
+                f"{s}_ece": MulticlassCalibrationError(num_classes, n_bins=CALIBRATION_BINS, validate_args=False)
+                for s in ("val", "test")
+            }
+        )
         # Training steps only add to plain device sums (a torchmetrics update costs several times more
         # Python per step); the epoch's sums go to these means once, and torchmetrics reduces them across ranks.
         self.accuracy["train_acc"] = MeanMetric(nan_strategy="ignore")
@@ -113,6 +122,7 @@ class ImageClassifier(pl.LightningModule):
         # Metric updates stay on the device; values are computed and synced once per epoch.
         accuracy, mean_loss = self.accuracy[f"{split}_acc"], self.mean_loss[f"{split}_loss"]
         accuracy.update(logits.detach(), labels)
+        self.calibration[f"{split}_ece"].update(logits.detach().float().softmax(dim=1), labels)
         # The loss once per image: a mean weighted by batch size (nan_strategy="disable" ignores `weight`).
         mean_loss.update(loss.detach().expand(labels.numel()))
         return loss, logits
@@ -122,6 +132,8 @@ class ImageClassifier(pl.LightningModule):
         # millisecond of Python (it moves the metric object to the device), several % of a small step.
         self.log(f"{split}/acc", self.accuracy[f"{split}_acc"], prog_bar=split != "train")
         self.log(f"{split}/loss", self.mean_loss[f"{split}_loss"])
+        if split != "train":
+            self.log(f"{split}/ece", self.calibration[f"{split}_ece"])
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

@@ -8,6 +8,8 @@ HPARAM_METRICS = (
     "train/loss",
     "test/acc",
     "test/loss",
+    "val/ece",
+    "test/ece",
     "time/train_seconds",
 )
 TRAIN_SECONDS_TAG = "time/train_seconds"
