@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -72,20 +72,26 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
         server.wait(timeout=15)
 
 
-def render(url: str, screenshot: Path, ready: str, attempts: int = 3) -> str:
-    """The page's DOM once it shows ``ready`` (a server slow to answer may need another load), and a screenshot."""
-    for _ in range(attempts):
-        page = render_once(url, screenshot)
-        if ready in page:
+def render(url: str, screenshot: Path, ready: Callable[[str], bool], attempts: int = 4) -> str:
+    """The page's DOM once ``ready`` says it is drawn (on a busy machine a load may end before the cards are
+    drawn: loaded again, with more virtual time each time), and a screenshot."""
+    for attempt in range(attempts):
+        page = render_once(url, screenshot, VIRTUAL_MILLISECONDS * (attempt + 1))
+        if ready(page):
             break
     return page
 
 
-def render_once(url: str, screenshot: Path) -> str:
+def shown_text(page: str) -> str:
+    """The page's text as a reader sees it (an image card writes its title as "train" + "/inputs")."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace(" /", "/")
+
+
+def render_once(url: str, screenshot: Path, virtual_milliseconds: int = VIRTUAL_MILLISECONDS) -> str:
     """The page's DOM after it rendered in headless Chromium, and a screenshot of it."""
     browser = os.environ["LIGHTNING_CNN_TEST_BROWSER"]
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             f"--virtual-time-budget={VIRTUAL_MILLISECONDS}"]  # fmt: skip
+             f"--virtual-time-budget={virtual_milliseconds}"]  # fmt: skip
     # --no-sandbox: Chromium refuses to start as root (CI containers) with its sandbox.
     dom = subprocess.run(
         [browser, *flags, "--window-size=1600,4000", "--dump-dom", url], capture_output=True, text=True, timeout=180
@@ -100,7 +106,9 @@ def render_once(url: str, screenshot: Path) -> str:
 
 def test_scalars_view_shows_the_run_and_its_validation_accuracy_chart(dashboard_url, tmp_path):
     page = render(
-        f"{dashboard_url}/?tagFilter={quote('val/acc')}#timeseries", tmp_path / "scalars.png", "val/acc_class"
+        f"{dashboard_url}/?tagFilter={quote('val/acc')}#timeseries",
+        tmp_path / "scalars.png",
+        lambda page: 'title="val/acc_class/0"' in page,
     )
     assert RUN in page  # the run selector
     assert 'title="val/acc"' in page and 'title="val/acc_class/0"' in page  # chart cards, by tag
@@ -110,9 +118,12 @@ def test_scalars_view_shows_the_run_and_its_validation_accuracy_chart(dashboard_
 def test_images_view_shows_every_image_kind(dashboard_url, tmp_path):
     tags = ("train/inputs", "val/misclassified", "val/confusion_matrix", "val/accuracy_by_class", "class_visualization")
     pattern = "|".join(tag.split("/")[-1] for tag in tags)
-    page = render(f"{dashboard_url}/?tagFilter={quote(pattern)}#timeseries", tmp_path / "images.png", "imageData")
-    # The page's text as a reader sees it (an image card writes its title as "train" + "/inputs").
-    shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace(" /", "/")
+    page = render(
+        f"{dashboard_url}/?tagFilter={quote(pattern)}#timeseries",
+        tmp_path / "images.png",
+        lambda page: all(f" {tag} " in shown_text(page) for tag in tags) and page.count("imageData") >= len(tags),
+    )
+    shown = shown_text(page)
     assert f"Tags matching filter {len(tags)} cards" in shown
     for tag in tags:
         assert f" {tag} " in shown, tag  # each card's title
