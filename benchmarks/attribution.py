@@ -1,11 +1,12 @@
 """Where (4) ``lightning_cnn fit`` spends its time per training step beyond (5) bare Lightning and (1) the plain loop.
 
 Two measurements in one run, repeats interleaved: (a) an ablation table, the ms per step of (1);
-of (5) without its per-step metric sums, without its NaN check, and with torchmetrics updated every
-step instead; and of (4) with one product feature switched off at a time (progress bar, dashboard
-callbacks, TensorBoard logger, checkpoints) and with all of them off; (b) Lightning's SimpleProfiler
-over (4) and (5): each hook's microseconds per training step and the difference, so that every
-per-step cost of the product is named, not guessed.
+of (5) without its per-step metric sums, without its NaN check, with torchmetrics updated every
+step instead, and with 20 callbacks that do nothing (Lightning's per-hook dispatch); and of (4)
+with one product feature switched off at a time (progress bar, dashboard callbacks, TensorBoard
+logger, checkpoints) and with all of them off; (b) Lightning's SimpleProfiler over (4) and (5):
+each hook's microseconds per training step and the difference, so that every per-step cost of the
+product is named, not guessed (the profiler adds a few microseconds to every hook it times).
 Usage: ``python -m benchmarks.attribution --threads 1`` (``--help`` for the options).
 """
 
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from torch import Tensor
@@ -36,6 +38,7 @@ DASHBOARD_OFF = " ".join(
         "per_class_accuracy", "class_visualization", "embeddings", "explain",
     )
 )  # fmt: skip
+NO_OP_CALLBACKS = 20
 FEATURES_OFF = {
     "progress bar": "--trainer.enable_progress_bar false",
     "dashboard callbacks": DASHBOARD_OFF,
@@ -102,6 +105,13 @@ def variants() -> list[tuple[str, Callable[[argparse.Namespace, int], dict]]]:
         ("(5) without per-step metric updates", bare_with(WithoutStepMetrics)),
         ("(5) with torchmetrics updates every step", bare_with(WithStepMetricUpdates)),
         ("(5) without the NaN check", bare_with(WithoutNaNCheck)),
+        # About as many callbacks as fit has: what Lightning's dispatch of their per-step hooks costs.
+        (
+            f"(5) with {NO_OP_CALLBACKS} callbacks that do nothing",
+            lambda args, repeat: throughput.bare_lightning(
+                args, repeat, extra_callbacks=[pl.Callback() for _ in range(NO_OP_CALLBACKS)]
+            ),
+        ),
         ("(4) lightning_cnn fit (defaults)", fit_with("")),
     ]
     rows += [(f"(4) without the {name}", fit_with(extra)) for name, extra in FEATURES_OFF.items()]

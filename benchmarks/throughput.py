@@ -355,7 +355,12 @@ def profiler(args: argparse.Namespace, way: int, repeat: int) -> SimpleProfiler 
     return SimpleProfiler(dirpath=args.profile_dir, filename=f"way{way}_{repeat + 1}")
 
 
-def bare_lightning(args: argparse.Namespace, repeat: int, module: type[ImageClassifier] = ImageClassifier) -> dict:
+def bare_lightning(
+    args: argparse.Namespace,
+    repeat: int,
+    module: type[ImageClassifier] = ImageClassifier,
+    extra_callbacks: list[pl.Callback] | None = None,
+) -> dict:
     """(5) The engine's floor: (4)'s ImageClassifier and tensor batches in a Trainer with nothing else.
 
     No logger, checkpoints, progress bar, model summary or callbacks besides the timer: what is left
@@ -391,7 +396,11 @@ def bare_lightning(args: argparse.Namespace, repeat: int, module: type[ImageClas
                 enable_progress_bar=False,
                 enable_model_summary=False,
                 profiler=profiler(args, 5, repeat),
-                callbacks=[timer, ModelOptions(args.channels_last, args.compile, args.compile_mode)],
+                callbacks=[
+                    timer,
+                    ModelOptions(args.channels_last, args.compile, args.compile_mode),
+                    *(extra_callbacks or []),
+                ],
             )
             trainer.fit(model, datamodule=data)
         return timer.result()
