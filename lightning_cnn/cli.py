@@ -56,6 +56,7 @@ TOOLS = {
     "compare": "lightning_cnn.tools.compare",  # two configurations over the same seeds: the paired difference
     "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
     "explain": "lightning_cnn.tools.explain",  # a network's layer arithmetic, as the tutorials work it out
+    "lr_find": "lightning_cnn.tools.lr_find",  # Lightning's learning-rate finder on a config
 }
 # This CLI's own callbacks, each configured in its own section (checkpoint.monitor, insight.filters, ...).
 CALLBACK_SECTIONS = {
@@ -263,7 +264,7 @@ def main(args: list[str] | None = None) -> None:
                 "description": "Train, evaluate and use CNNs on MNIST. "
                 "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
                 "and TorchScript), 'sweep' (a grid or a search on Optuna), 'compare' (two configurations over "
-                "the same seeds), 'results' (the results page), "
+                "the same seeds), 'results' (the results page), 'lr_find' (the learning-rate finder), "
                 "'explain' (a network's output sizes, parameters, receptive fields and FLOPs, layer by layer); "
                 "see '<command> --help'.",
             },
