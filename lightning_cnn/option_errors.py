@@ -29,6 +29,7 @@ SECTION_CLASSES = {
     "predictions": "lightning_cnn.callbacks.prediction_writer.PredictionWriter",
     "insight": "lightning_cnn.callbacks.dashboard.Dashboard",
     "learning_rate": "lightning_cnn.callbacks.learning_rate.LearningRateLogger",
+    "ema": "lightning_cnn.callbacks.weight_averaging.WeightAverage",
 }
 RESTRICTED = {
     restricted.PositiveInt: "an integer > 0",
