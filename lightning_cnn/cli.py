@@ -58,6 +58,7 @@ TOOLS = {
     "results": "lightning_cnn.tools.results",  # the results page: ours vs the tutorials' figures
     "explain": "lightning_cnn.tools.explain",  # a network's layer arithmetic, as the tutorials work it out
     "lr_find": "lightning_cnn.tools.lr_find",  # Lightning's learning-rate finder on a config
+    "ensemble": "lightning_cnn.tools.ensemble",  # several checkpoints' averaged softmax on the test set
 }
 # This CLI's own callbacks, each configured in its own section (checkpoint.monitor, insight.filters, ...).
 CALLBACK_SECTIONS = {
@@ -271,6 +272,7 @@ def main(args: list[str] | None = None) -> None:
                 "Also: 'report' (a table and plots of the runs under a log root), 'export' (checkpoint to ONNX "
                 "and TorchScript), 'sweep' (a grid or a search on Optuna), 'compare' (two configurations over "
                 "the same seeds), 'results' (the results page), 'lr_find' (the learning-rate finder), "
+                "'ensemble' (checkpoints averaged), "
                 "'explain' (a network's output sizes, parameters, receptive fields and FLOPs, layer by layer); "
                 "see '<command> --help'.",
             },
