@@ -147,6 +147,8 @@ def train_steps(args: argparse.Namespace, network: nn.Module, batches: Iterator[
             start, cpu_start = time.perf_counter(), time.process_time()
         images, labels = next(batches)
         images, labels = images.to(args.device), labels.to(args.device)
+        if args.compile and args.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # as ModelOptions does in the Lightning ways
         optimizer.zero_grad()
         with autocast(args):
             loss = F.cross_entropy(network(images), labels)

@@ -154,3 +154,12 @@ class ModelOptions(pl.Callback):
         if self.compile and not self.compiled:
             getattr(pl_module, self.attribute).compile(mode=self.compile_mode)
             self.compiled = True
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # CUDA graphs (reduce-overhead) reuse their output memory: a new step must be declared as such.
+        if self.compile and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    on_validation_batch_start = on_train_batch_start

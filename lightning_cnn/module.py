@@ -102,6 +102,13 @@ class ImageClassifier(pl.LightningModule):
         if self.hparams.get("compile_mode") is not None:
             self.backbone.compile(mode=self.hparams.compile_mode)
 
+    def on_train_batch_start(self, batch: object, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # CUDA graphs (reduce-overhead) reuse their output memory: each step must be declared as a new one.
+        if self.hparams.get("compile_mode") == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    on_validation_batch_start = on_test_batch_start = on_predict_batch_start = on_train_batch_start
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints of the zoo's former anonymous sequences (backbone.0.weight) load into the named layers.
         checkpoint["state_dict"] = rename_positional_keys(checkpoint["state_dict"], self)

@@ -69,3 +69,15 @@ def test_compile_mode_compiles_the_backbone_in_place_keeping_parameter_names(mon
     assert isinstance(model.backbone, TwoConvNet)  # not a wrapper: checkpoints load into an eager network
     assert list(model.state_dict()) == names
     assert ImageClassifier(TwoConvNet()).hparams.compile_mode is None
+
+
+def test_cuda_graph_steps_are_marked_only_under_reduce_overhead(monkeypatch):
+    marks: list[int] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    batch = (torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
+    ImageClassifier(TwoConvNet(), compile_mode="default").on_train_batch_start(batch, 0)
+    assert marks == []
+    graphed = ImageClassifier(TwoConvNet(), compile_mode="reduce-overhead")
+    graphed.on_train_batch_start(batch, 0)
+    graphed.on_validation_batch_start(batch, 0)
+    assert marks == [1, 1]
