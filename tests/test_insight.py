@@ -240,3 +240,16 @@ def test_saliency_is_laid_over_the_misclassified_examples_in_red():
     red, green = overlay[:, 0], overlay[:, 1]
     assert torch.all(red[:, 2, 3] > green[:, 2, 3] + 0.5)  # the salient pixel is red
     assert torch.allclose(red[:, 0, 0], green[:, 0, 0])  # the others stay gray
+
+
+def test_the_run_records_and_logs_flops_per_image_and_throughput(fitted_and_tested_run):
+    from lightning_cnn.runs.record import read_record
+
+    record = read_record(fitted_and_tested_run)
+    # TwoConvNet by hand, 2 FLOPs per multiply-add: conv1 24·24·10·(5·5·1)·2 = 288,000, conv2
+    # 8·8·20·(5·5·10)·2 = 640,000, fc 320·10·2 = 6,400.
+    assert record["flops_per_image"]["forward"] == 288_000 + 640_000 + 6_400
+    assert record["flops_per_image"]["train"] > 2 * record["flops_per_image"]["forward"]  # and the backward pass
+    assert record["images_per_second"] > 0
+    scalars = set(read_events(fitted_and_tested_run).Tags()["scalars"])
+    assert {"time/images_per_second", "perf/flops_per_image"} <= scalars

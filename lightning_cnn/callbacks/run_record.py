@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import measure_flops
 from torch import Tensor
 
+from lightning_cnn.data import ImageDataModule
 from lightning_cnn.runs.recipe import hardware_name, run_hyperparameters
 from lightning_cnn.runs.record import new_record, read_record, write_record
-from lightning_cnn.runs.tags import BEST_TAG, RECORDED_CURVES
+from lightning_cnn.runs.tags import BEST_TAG, FLOPS_TAG, IMAGES_PER_SECOND_TAG, RECORDED_CURVES
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -23,12 +26,29 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def flops_per_image(pl_module: pl.LightningModule) -> dict[str, int] | None:
+    """The network's FLOPs for one image, forward and for a training step (forward and backward), by Lightning's
+    ``measure_flops`` on a copy (the backward pass must not leave gradients on the run's weights)."""
+    example = pl_module.example_input_array
+    if not isinstance(example, Tensor):
+        return None
+    network = copy.deepcopy(pl_module.backbone)
+    example = example.to(pl_module.device)
+    try:
+        forward = measure_flops(network, lambda: network(example))
+        train = measure_flops(network, lambda: network(example), loss_fn=lambda logits: logits.sum())
+    except Exception:  # noqa: BLE001 (a network the counter cannot follow only leaves the figure out)
+        return None
+    return {"forward": forward // len(example), "train": train // len(example)}
+
+
 class RunRecorder(Callback):
     """Writes the run record into the logger's run folder (rank zero; nothing without a logger)."""
 
     def __init__(self) -> None:
         self._record: dict[str, Any] | None = None
         self._train_start: float | None = None
+        self._start_step = 0
 
     @staticmethod
     def run_dir(trainer: pl.Trainer) -> Path | None:
@@ -67,12 +87,13 @@ class RunRecorder(Callback):
 
     # -- fit -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_start = time.perf_counter()
+        self._train_start, self._start_step = time.perf_counter(), trainer.global_step
         record = self._load(trainer)
         if record is None:
             return
         record["recipe"] = run_hyperparameters(trainer, pl_module)
         record["hardware"] = hardware_name(trainer)
+        record["flops_per_image"] = flops_per_image(pl_module)
         record["status"] = "training"
         # A resumed fit (its loops are restored by now) trains again from its checkpoint's epoch: what
         # was recorded after it is replaced.
@@ -107,8 +128,20 @@ class RunRecorder(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_epochs(trainer)
         if self._record is not None and self._train_start is not None:
-            self._record["fit_sessions"].append(time.perf_counter() - self._train_start)
+            seconds = time.perf_counter() - self._train_start
+            self._record["fit_sessions"].append(seconds)
             self._record["train_seconds"] = sum(self._record["fit_sessions"])
+            # Optimizer steps of this session times the global batch: the images trained on per second.
+            batch_size = trainer.datamodule.batch_size if isinstance(trainer.datamodule, ImageDataModule) else None
+            if batch_size is not None and seconds > 0:
+                images = (trainer.global_step - self._start_step) * batch_size * trainer.world_size
+                images *= trainer.accumulate_grad_batches
+                self._record["images_per_second"] = images / seconds
+            metrics = {IMAGES_PER_SECOND_TAG: self._record.get("images_per_second")}
+            metrics[FLOPS_TAG] = (self._record.get("flops_per_image") or {}).get("train")
+            metrics = {tag: value for tag, value in metrics.items() if value is not None}
+            if metrics and trainer.logger is not None:
+                trainer.logger.log_metrics(metrics, step=trainer.global_step)
         self._train_start = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -11,7 +11,10 @@ Written by :class:`~lightning_cnn.callbacks.run_record.RunRecorder` at every epo
 - ``best``: the best validation accuracy (``val/acc``) and its epoch; ``final``: every metric of the
   last epoch; ``curves``: per metric, ``[epoch, value]`` pairs, epochs counted from 1;
 - ``checkpoints``: ``best`` and ``last``, relative to the run folder (null when absent);
-- ``test``: the test metrics, the checkpoint tested and the hardware (null before a test).
+- ``test``: the test metrics, the checkpoint tested and the hardware (null before a test);
+- ``flops_per_image``: the network's FLOPs for one image, ``forward`` and ``train`` (forward and
+  backward), by Lightning's ``measure_flops``; ``images_per_second``: training images per second
+  of the last fit session (optimizer steps times the global batch, over its training seconds).
 """
 
 from __future__ import annotations
