@@ -47,7 +47,7 @@ sweep: install ## Run the sweep file SWEEP (default: seed 000's grid) and print 
 results: install ## Rebuild docs/results.md from the runs under LOGDIR
 	$(PY) -m lightning_cnn results --log_root $(LOGDIR) --out docs/results.md
 
-bench: install ## Training/validation throughput, four ways, one table (BENCH_ARGS='--samples 64000 --repeats 5')
+bench: install ## Training/validation throughput, five ways, one table (BENCH_ARGS='--samples 64000 --repeats 5')
 	$(PY) -m benchmarks.throughput $(BENCH_ARGS)
 
 device-check: install ## On one GPU (<= 8 min): GPU tests, throughput, precision, time to 99% -> benchmarks/device_results.md (DEVICE_ARGS='--accelerator cpu --quick' on a CPU)

@@ -1,9 +1,11 @@
-"""Training and validation throughput of the seed-000 two-conv net, trained four ways in one run.
+"""Training and validation throughput of the seed-000 two-conv net, trained five ways in one run.
 
 (1) a plain PyTorch loop over preloaded normalized tensors (the bound); (2) the seeds' loop:
 torchvision MNIST + ToTensor/Normalize + DataLoader; (3) a typical LightningModule that logs
 torchmetrics accuracy every step on the progress bar, over that DataLoader; (4) the real
-``python -m lightning_cnn fit`` in a subprocess with its default logging, metrics and progress bar.
+``python -m lightning_cnn fit`` in a subprocess with its default logging, metrics and progress bar;
+(5) bare Lightning: (4)'s ImageClassifier and tensor batches in a Trainer with nothing else, so that
+the gap from (4) to (1) splits into Lightning's own share, (5) vs (1), and this product's, (4) vs (5).
 All train TwoConvNet with batch 64 and SGD (lr 0.01, momentum 0.5) on the same number of samples;
 the table gives the median samples/s over the repeats and the ratios, which are the signal on a
 shared machine. ``--network linear`` trains a single linear layer instead, whose compute is
