@@ -33,8 +33,8 @@ EPOCH_IMAGE_TAGS = {
     "feature_maps/backbone.conv2",
     "val/accuracy_by_class",
 }
-TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix", "test/accuracy_by_class"}
-FIT_END_IMAGE_TAGS = {"class_visualization"}
+TEST_IMAGE_TAGS = {"test/misclassified", "test/confusion_matrix", "test/accuracy_by_class", "test/reliability"}
+FIT_END_IMAGE_TAGS = {"class_visualization", "val/reliability"}
 
 
 def tiny_run_args(data_dir: Path, save_dir: Path, *extra: str) -> list[str]:
@@ -128,7 +128,7 @@ def test_image_kinds_switch_off_in_yaml(tmp_path):
     config = tmp_path / "quiet.yaml"
     config.write_text(
         "insight:\n  feature_maps: false\n  confusion_matrix: false\n  graph: false\n  per_class_accuracy: false\n"
-        "  class_visualization: false\n  embeddings: false\n  explain: false\n"
+        "  class_visualization: false\n  embeddings: false\n  explain: false\n  reliability: false\n"
     )
     args = tiny_run_args(data_dir, tmp_path / "logs", "--config", str(config), "--trainer.max_epochs", "1")
     result = run_cli("fit", *args, cwd=tmp_path)

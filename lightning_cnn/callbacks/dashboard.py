@@ -14,6 +14,7 @@ from lightning_cnn.callbacks.image_budget import ImageBudget
 from lightning_cnn.callbacks.input_grid import InputGrid
 from lightning_cnn.callbacks.misclassified import Misclassified
 from lightning_cnn.callbacks.per_class_accuracy import PerClassAccuracy
+from lightning_cnn.callbacks.reliability import ReliabilityDiagram
 from lightning_cnn.callbacks.run_info import RunInfo
 from lightning_cnn.callbacks.tensorboard import DashboardCallback
 
@@ -26,6 +27,7 @@ class Dashboard:
     ``filters/<first conv>``, ``feature_maps/input`` and ``feature_maps/<conv>`` (:class:`FeatureMaps`);
     ``val/accuracy_by_class`` with the scalars ``val/acc_class/<class name>`` (:class:`PerClassAccuracy`);
     ``test`` logs ``test/misclassified``, ``test/confusion_matrix`` and ``test/accuracy_by_class`` once.
+    ``val/reliability`` (at the end of fit) and ``test/reliability``: :class:`ReliabilityDiagram`.
     At the end of fit: ``class_visualization`` (:class:`ClassVisualization`, also
     ``class_visualization.png`` in the run folder) and the projector's ``penultimate_features``
     (:class:`Embeddings`). At its start, ``explain.md`` in the run folder (:class:`ExplainTable`).
@@ -53,6 +55,7 @@ class Dashboard:
         embeddings: log the penultimate-layer features of validation images for the projector, at the end of fit.
         num_embeddings: how many validation images the projector shows.
         explain: write the network's layer table (sizes, parameters, receptive fields) as explain.md at fit start.
+        reliability: log the reliability diagram (accuracy against confidence) at the end of fit and at test.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Dashboard:
         embeddings: bool = True,
         num_embeddings: PositiveInt = 256,
         explain: bool = True,
+        reliability: bool = True,
     ) -> None:
         self.input_grid, self.misclassified, self.confusion_matrix = input_grid, misclassified, confusion_matrix
         self.filters, self.feature_maps, self.graph, self.hparams = filters, feature_maps, graph, hparams
@@ -83,6 +87,7 @@ class Dashboard:
         self.saliency, self.per_class_accuracy = saliency, per_class_accuracy
         self.class_visualization, self.class_visualization_steps = class_visualization, class_visualization_steps
         self.embeddings, self.num_embeddings, self.explain = embeddings, num_embeddings, explain
+        self.reliability = reliability
 
     def callbacks(self) -> list[Callback]:
         """The callbacks these settings switch on, the budget before the per-epoch images (it decides each
@@ -102,6 +107,8 @@ class Dashboard:
         if self.filters or self.feature_maps:
             images.append(FeatureMaps(self.filters, self.feature_maps))
         at_fit_end: list[DashboardCallback] = []
+        if self.reliability:
+            at_fit_end.append(ReliabilityDiagram())
         if self.embeddings:
             at_fit_end.append(Embeddings(self.num_embeddings))
         if self.class_visualization:  # last: it takes what is left of the budget

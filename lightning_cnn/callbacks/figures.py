@@ -132,3 +132,37 @@ def accuracy_bar_figure(accuracy: Tensor, class_names: list[str]):  # noqa: ANN2
     axes.set_ylabel("accuracy")
     axes.set_title(f"accuracy by class (lowest: {class_names[lowest]}, {values[lowest]:.2%})", fontsize=9)
     return figure
+
+
+def reliability_figure(counts: Tensor, confidence_sums: Tensor, correct_sums: Tensor):  # noqa: ANN201
+    """The reliability diagram: per confidence bin, the accuracy (bars) against the mean confidence (the
+    diagonal is a perfectly calibrated network), with the expected calibration error in the title."""
+    from matplotlib.figure import Figure
+
+    bins = len(counts)
+    filled = counts > 0
+    accuracy = torch.where(filled, correct_sums / counts.clamp_min(1), torch.zeros_like(correct_sums))
+    confidence = torch.where(filled, confidence_sums / counts.clamp_min(1), torch.zeros_like(confidence_sums))
+    error = float(((counts / counts.sum()) * (accuracy - confidence).abs()).sum())
+    edges = torch.linspace(0, 1, bins + 1)
+    figure = Figure(figsize=(4.5, 4.0), dpi=100)
+    axes = figure.add_axes((0.14, 0.12, 0.8, 0.78))
+    axes.bar(edges[:-1].tolist(), accuracy.tolist(), width=1 / bins, align="edge", edgecolor="black", label="accuracy")
+    axes.bar(
+        edges[:-1].tolist(),
+        (confidence - accuracy).tolist(),
+        bottom=accuracy.tolist(),
+        width=1 / bins,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
+    axes.plot([0, 1], [0, 1], "k--", linewidth=1)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence of the predicted class")
+    axes.set_ylabel("accuracy")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(f"reliability (ECE {error:.2%}, {int(counts.sum())} images)", fontsize=9)
+    return figure
