@@ -10,6 +10,7 @@ from lightning_cnn.callbacks.confusion_matrix import ConfusionMatrix
 from lightning_cnn.callbacks.embeddings import Embeddings
 from lightning_cnn.callbacks.explain_table import ExplainTable
 from lightning_cnn.callbacks.feature_maps import FeatureMaps
+from lightning_cnn.callbacks.group import CallbackGroup
 from lightning_cnn.callbacks.image_budget import ImageBudget
 from lightning_cnn.callbacks.input_grid import InputGrid
 from lightning_cnn.callbacks.misclassified import Misclassified
@@ -93,7 +94,7 @@ class Dashboard:
         """The callbacks these settings switch on, the budget before the per-epoch images (it decides each
         epoch before they draw) and after the end-of-fit ones (it logs their time at the end of training).
 
-        A kind that is off has no callback, so it costs nothing per step.
+        A kind that is off has no callback, so it costs nothing per step; the others run as one group.
         """
         images: list[DashboardCallback] = []
         if self.input_grid:
@@ -118,4 +119,5 @@ class Dashboard:
             callback.budget = budget
         run_info = [RunInfo(self.hparams, self.graph)] if self.hparams or self.graph else []
         explain = [ExplainTable()] if self.explain else []
-        return [*explain, *at_fit_end, budget, *run_info, *images]
+        # One callback for Lightning to call (see callbacks/group.py); the members keep their order.
+        return [CallbackGroup([*explain, *at_fit_end, budget, *run_info, *images])]
