@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import measure_flops
 from torch import Tensor
@@ -27,19 +28,32 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def flops_per_image(pl_module: pl.LightningModule) -> dict[str, int] | None:
-    """The network's FLOPs for one image, forward and for a training step (forward and backward), by Lightning's
-    ``measure_flops`` on a copy (the backward pass must not leave gradients on the run's weights)."""
+    """The network's FLOPs for one image, by Lightning's ``measure_flops``: ``forward`` (on the network itself,
+    in evaluation mode and without gradients, so nothing of the run changes) and ``train``, a training step's
+    forward and backward (on a copy, so no gradient is left on the run's weights; left out for a network
+    that cannot be copied)."""
     example = pl_module.example_input_array
     if not isinstance(example, Tensor):
         return None
-    network = copy.deepcopy(pl_module.backbone)
-    example = example.to(pl_module.device)
+    network, example = pl_module.backbone, example.to(pl_module.device)
+    was_training = network.training
     try:
-        forward = measure_flops(network, lambda: network(example))
-        train = measure_flops(network, lambda: network(example), loss_fn=lambda logits: logits.sum())
+        network.eval()  # batch norm must not learn from the example, dropout draws no random numbers
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            flops = {"forward": measure_flops(network, lambda: network(example)) // len(example)}
     except Exception:  # noqa: BLE001 (a network the counter cannot follow only leaves the figure out)
         return None
-    return {"forward": forward // len(example), "train": train // len(example)}
+    finally:
+        network.train(was_training)
+    try:
+        # Evaluation mode (dropout draws no random numbers), and the generators forked all the same:
+        # a resumed run must draw exactly what the uninterrupted one does.
+        copy_ = copy.deepcopy(network).eval()
+        with torch.random.fork_rng(devices=[]):
+            flops["train"] = measure_flops(copy_, lambda: copy_(example), loss_fn=lambda out: out.sum()) // len(example)
+    except Exception:  # noqa: BLE001 (a network holding objects that cannot be copied)
+        pass
+    return flops
 
 
 class RunRecorder(Callback):
