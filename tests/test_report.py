@@ -29,7 +29,8 @@ def log_root(tmp_path_factory) -> Path:
         return config_run_args(config, data_dir, logs, *extra, name=name)
 
     # In-process for speed; the command itself is exercised in a subprocess below.
-    cli.main(["fit", *args("quickstart.yaml", "quickstart", "--trainer.max_epochs", "2")])
+    # No image budget for the quickstart run: its class visualization is drawn in full.
+    cli.main(["fit", *args("quickstart.yaml", "quickstart", "--trainer.max_epochs", "2", "--insight.time_budget", "1")])
     cli.main(["test", *args("quickstart.yaml", "quickstart"), "--ckpt_path", "best"])
     cli.main(["fit", *args("seed000_two_conv.yaml", "seed000", "--trainer.max_epochs", "1")])
     return logs
@@ -125,3 +126,15 @@ def test_report_on_a_log_root_without_runs_says_what_to_do(tmp_path, make_root, 
 def test_main_help_mentions_the_report_command(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and "report" in result.stdout
+
+
+def test_the_report_shows_what_each_network_sees(log_root, tmp_path):
+    out, runs = write_report(log_root, tmp_path / "seen")
+    pictures = [run for run in runs if (run.path / "class_visualization.png").is_file()]
+    assert pictures  # the fits wrote their class visualization
+    markdown = (out / "runs.md").read_text()
+    assert "## What each network sees" in markdown
+    for run in pictures:
+        copy = out / "class_visualization" / f"{run.run.replace('/', '_')}.png"
+        assert copy.read_bytes() == (run.path / "class_visualization.png").read_bytes()
+        assert f"](class_visualization/{copy.name})" in markdown

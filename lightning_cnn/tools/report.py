@@ -18,7 +18,7 @@ from jsonargparse import ArgumentParser
 
 from lightning_cnn.errors import UserError
 from lightning_cnn.runs.summary import DEFAULT_LOG_ROOT, RunSummary, collect_runs, unrecorded_runs
-from lightning_cnn.runs.tags import CURVE_TAGS
+from lightning_cnn.runs.tags import CLASS_VISUALIZATION_FILENAME, CURVE_TAGS
 
 CURVE_TITLES = {
     "train/loss": "training loss",
@@ -176,6 +176,17 @@ def write_report(
     if plotted:
         markdown += "\n![loss and accuracy of every run](overlay.png)\n\n"
         markdown += "\n".join(f"- [`{run.run}`](curves/{_slug(run.run)}.png)" for run in plotted) + "\n"
+    # What each network sees: the class visualization its fit wrote, copied so the report stands alone.
+    seen = [run for run in runs if (run.path / CLASS_VISUALIZATION_FILENAME).is_file()]
+    for run in seen:
+        images[f"class_visualization/{_slug(run.run)}.png"] = (run.path / CLASS_VISUALIZATION_FILENAME).read_bytes()
+    if seen:
+        markdown += (
+            "\n## What each network sees\n\nOne image per class that the network scores highest, in label order.\n\n"
+        )
+        markdown += "\n".join(
+            f"`{run.run}`\n\n![{run.run}](class_visualization/{_slug(run.run)}.png)\n" for run in seen
+        )
     files = {"runs.md": markdown.encode(), "runs.csv": csv_table(runs).encode(), **images}
     try:
         for name, content in files.items():
