@@ -231,6 +231,18 @@ def sweep_command(path: Path, logs: Path, data_dir: Path, *options: str) -> list
     ]
 
 
+def lr_search(name: str, n_trials: int = 4) -> dict:
+    """A TPE search over the quickstart's one-cycle max_lr on the tiny data."""
+    return {
+        "name": name,
+        "config": QUICKSTART,
+        "overrides": TINY,
+        "search": {"model.scheduler.init_args.max_lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
+        "n_trials": n_trials,
+        "sampler": "tpe",
+    }
+
+
 def assert_exactly_n_trials_none_duplicated(study: optuna.Study, n_trials: int) -> None:
     counted = [trial for trial in study.trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(counted) == n_trials
@@ -240,14 +252,7 @@ def assert_exactly_n_trials_none_duplicated(study: optuna.Study, n_trials: int) 
 
 
 def test_two_workers_killed_with_sigkill_and_restarted_complete_exactly_n_trials(synthetic_data_dir, tmp_path):
-    spec = {
-        "name": "killed",
-        "config": QUICKSTART,
-        "overrides": TINY,
-        "search": {"model.scheduler.init_args.max_lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
-        "n_trials": 4,
-        "sampler": "tpe",
-    }
+    spec = lr_search("killed")
     path, logs = write_sweep(tmp_path, spec), tmp_path / "logs"
     command = sweep_command(path, logs, synthetic_data_dir, "--workers", "2")
     first = subprocess.Popen(

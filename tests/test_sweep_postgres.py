@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import optuna
 import pytest
-from test_sweep import QUICKSTART, TINY, assert_exactly_n_trials_none_duplicated, sweep_command, write_sweep
+from test_sweep import assert_exactly_n_trials_none_duplicated, lr_search, sweep_command, write_sweep
 
 REQUIRED = os.environ.get("LIGHTNING_CNN_REQUIRE_POSTGRES") == "1"  # CI: a server that cannot start fails the test
 
@@ -52,15 +52,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def test_two_workers_share_a_search_through_postgresql(postgres_url, synthetic_data_dir, tmp_path):
-    spec = {
-        "name": "shared_search",
-        "config": QUICKSTART,
-        "overrides": TINY,
-        "search": {"model.scheduler.init_args.max_lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
-        "n_trials": 4,
-        "sampler": "tpe",
-    }
-    path, logs = write_sweep(tmp_path, spec), tmp_path / "logs"
+    path, logs = write_sweep(tmp_path, lr_search("shared_search")), tmp_path / "logs"
     command = sweep_command(path, logs, synthetic_data_dir, "--workers", "2", "--storage", postgres_url)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_cnn.callbacks.figures import displayable
 from lightning_cnn.callbacks.tensorboard import (
-    DashboardCallback,
+    EvaluationDashboard,
     class_names,
     denormalize,
     images_and_labels,
@@ -24,7 +24,7 @@ from lightning_cnn.callbacks.tensorboard import (
 from lightning_cnn.runs.tags import EMBEDDING_TAG
 
 
-class Embeddings(DashboardCallback):
+class Embeddings(EvaluationDashboard):
     """Logs the features that the network's last layer reads, for the first ``num_images`` validation images.
 
     The images are the first ones of the first validation (the validation order is fixed); rank zero
@@ -43,20 +43,17 @@ class Embeddings(DashboardCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._images, self._labels, self._complete = [], [], False
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._complete = self._complete or (not trainer.sanity_checking and bool(self._images))
+    def end_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        if split == "val":
+            self._complete = self._complete or (not trainer.sanity_checking and bool(self._images))
 
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def evaluation_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, split: str
     ) -> None:
+        if split != "val" or self._complete or trainer.sanity_checking or not trainer.is_global_zero:
+            return
         kept = sum(len(images) for images in self._images)
-        if trainer.sanity_checking or not trainer.is_global_zero or self._complete or kept >= self.num_images:
+        if kept >= self.num_images:
             return
         pair = images_and_labels(batch)
         if pair is not None:

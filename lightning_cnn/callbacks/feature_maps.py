@@ -13,10 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cnn.callbacks.figures import displayable, tile_grid
-from lightning_cnn.callbacks.tensorboard import DashboardCallback, denormalize, images_and_labels, tensorboard_logger
+from lightning_cnn.callbacks.tensorboard import EvaluationDashboard, denormalize, images_and_labels, tensorboard_logger
 
 
-class FeatureMaps(DashboardCallback):
+class FeatureMaps(EvaluationDashboard):
     """Logs the first convolution's filters and the feature maps of every convolution at each drawn validation end.
 
     Args:
@@ -28,21 +28,15 @@ class FeatureMaps(DashboardCallback):
         self.filters, self.feature_maps = filters, feature_maps
         self._example: Tensor | None = None  # the fixed image whose feature maps are shown
 
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def evaluation_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, split: str
     ) -> None:
-        pair = images_and_labels(batch) if batch_idx == 0 and self._example is None else None
+        pair = images_and_labels(batch) if split == "val" and batch_idx == 0 and self._example is None else None
         if pair is not None and self.feature_maps and not trainer.sanity_checking:
             self._example = pair[0][:1].detach().clone()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not self.drawing(trainer):
+    def end_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        if split != "val" or trainer.sanity_checking or not trainer.is_global_zero or not self.drawing(trainer):
             return
         convolutions = [(name, m) for name, m in pl_module.named_modules() if isinstance(m, nn.Conv2d)]
         if not convolutions:
