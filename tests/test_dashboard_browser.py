@@ -7,6 +7,7 @@ installs it), where its absence fails. Screenshots are kept under the test's tmp
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -57,8 +58,10 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/data/runs", timeout=5) as response:
-                    if RUN in response.read().decode():
+                # The server loads event files in the background: wait until it serves the run's images too,
+                # or a busy machine's page is drawn before the image cards exist.
+                with urllib.request.urlopen(f"{url}/data/plugin/images/tags", timeout=5) as response:
+                    if "train/inputs" in json.loads(response.read()).get(RUN, {}):
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass

@@ -171,12 +171,20 @@ def test_run(
     return ((read_record(run_dir) or {}).get("test") or {}).get("test/acc")
 
 
-def objective(trial: optuna.Trial, spec: SweepSpec, log_root: Path, extra: list[str]) -> float:
-    """Fit the trial's configuration over its seeds; its value is the mean of their metric."""
-    global ACTIVE_TRIAL
+def sample(trial: optuna.Trial, spec: SweepSpec) -> tuple[str, dict[str, Any]]:
+    """Draw the trial's configuration and record it on the trial (its name and overrides)."""
     name, overrides = trial_overrides(trial, spec)
     trial.set_user_attr("name", name)
     trial.set_user_attr("overrides", {key: format_value(value) for key, value in overrides.items()})
+    return name, overrides
+
+
+def objective(
+    trial: optuna.Trial, spec: SweepSpec, log_root: Path, extra: list[str], sampled: tuple[str, dict] | None = None
+) -> float:
+    """Fit the trial's configuration (``sampled``, or drawn now) over its seeds; its value: their mean metric."""
+    global ACTIVE_TRIAL
+    name, overrides = sampled if sampled is not None else sample(trial, spec)
     values = []
     for index, seed in enumerate(spec.seeds or [None]):
         ACTIVE_TRIAL = trial

@@ -30,7 +30,7 @@ from lightning_cnn.sweeps import results
 from lightning_cnn.sweeps.spec import SweepSpec, format_value, load_sweep
 from lightning_cnn.sweeps.storage import StudyLock, open_storage
 from lightning_cnn.sweeps.study import has_work, is_finished, load_or_create_study, recover_interrupted, worker_id
-from lightning_cnn.sweeps.trial import RunFailedError, SweepStoppedError, objective, test_run
+from lightning_cnn.sweeps.trial import RunFailedError, SweepStoppedError, objective, sample, test_run
 from lightning_cnn.tools.report import duration
 
 
@@ -61,11 +61,13 @@ def run_worker(spec: SweepSpec, args: argparse.Namespace, extra: list[str], work
     study.set_user_attr("metric", spec.metric)
 
     def locked_objective(trial: optuna.Trial) -> float:
-        # Named before the lock is released, so that a trial found running without a worker, under the
-        # lock, is one whose worker died while making it.
+        # Named and sampled before the lock is released: a trial found running without a worker, under
+        # the lock, is one whose worker died while making it, and a stopped trial is run again with its
+        # own configuration.
         trial.set_user_attr("worker", worker_id())
-        lock.release()  # the trial exists now: other workers may take theirs
-        return objective(trial, spec, args.log_root, extra)
+        sampled = sample(trial, spec)
+        lock.release()  # the trial is made: other workers may take theirs
+        return objective(trial, spec, args.log_root, extra, sampled)
 
     try:
         while True:
