@@ -35,7 +35,8 @@ from lightning_cnn.callbacks.prediction_writer import PredictionWriter
 from lightning_cnn.callbacks.progress_bar import RunProgressBar
 from lightning_cnn.callbacks.run_config import RunConfigCallback
 from lightning_cnn.callbacks.run_record import RunRecorder
-from lightning_cnn.callbacks.weight_averaging import WeightAverage
+from lightning_cnn.callbacks.throughput import Throughput
+from lightning_cnn.callbacks.weight_averaging import StochasticWeightAverage, WeightAverage, averaging_callback
 from lightning_cnn.checkpoints import load_checkpoint, validate_checkpoint
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.errors import UserError
@@ -68,6 +69,8 @@ CALLBACK_SECTIONS = {
     "insight": Dashboard,  # dashboard images, hparams, graph and timing
     "learning_rate": LearningRateLogger,  # the learning rate, in the training group
     "ema": WeightAverage,  # an exponential moving average of the weights (ema.decay), used for evaluation
+    "swa": StochasticWeightAverage,  # or their equal-weight average from an epoch on (swa.start_epoch)
+    "throughput": Throughput,  # Lightning's ThroughputMonitor: samples and FLOPs per second
 }
 
 TRAINER_DEFAULTS = {
@@ -194,10 +197,12 @@ class CNNLightningCLI(LightningCLI):
             # Lightning calls every callback's hooks at every step, used or not; the CSV writer works in predict only.
             callbacks.append(config["predictions"])
         callbacks += [*config["insight"].callbacks(), config["learning_rate"], RunRecorder()]
-        averaging = config["ema"].callback()
-        if averaging is not None and self.subcommand == "fit":
+        throughput = config["throughput"].callback()
+        callbacks += [throughput] if throughput is not None else []
+        if self.subcommand == "fit":
             # Only fit averages; test and predict read the average from the checkpoint's state_dict.
-            callbacks.append(averaging)
+            averaging = averaging_callback(config["ema"], config["swa"], trainer_config.get("max_epochs"))
+            callbacks += [averaging] if averaging is not None else []
         # Lightning's default (Rich) bar redraws up to 100 times a second from a second thread, a tenth
         # of a small network's training time on a CPU; the same bar redrawn a few times a second costs
         # nothing measurable (benchmarks/throughput.py). A bar the user configures is left alone.

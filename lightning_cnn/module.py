@@ -69,6 +69,8 @@ class ImageClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.example_input_array = torch.zeros(2, *input_shape)
+        # A training step's FLOPs (forward and backward) for one batch, measured when fit starts (run record).
+        self.train_flops_per_batch: int | None = None
         # One metric object per split, so Lightning computes and reduces each at its epoch end.
         # ("train" cannot be a ModuleDict key: it would shadow nn.Module.train.)
         # Per-update input checks would sync with the host on every step (torch.unique of the labels, a
@@ -195,6 +197,11 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         _, logits = self._shared_step(batch, "test")
         return {"logits": logits.detach()}
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """What Lightning's ThroughputMonitor reads: a training batch's FLOPs while training, else unknown."""
+        return self.train_flops_per_batch if self.training else None
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -61,7 +61,9 @@ def test_an_ensemble_of_two_runs_matches_an_independent_computation(two_runs, ca
     single = [(p.argmax(dim=1) == test.targets).float().mean().item() for p in probabilities]
     assert ensemble == pytest.approx(expected, abs=1e-4)  # printed with two decimals of a percent
     assert members == pytest.approx(single, abs=1e-4)
-    scalars = read_events(logs / "quickstart" / "ensemble").Scalars("ensemble/acc")
+    (logged,) = re.findall(r"logged to (\S+)", out)
+    assert Path(logged).parent == logs / "quickstart" / "ensemble"
+    scalars = read_events(Path(logged)).Scalars("ensemble/acc")
     assert scalars[-1].value == pytest.approx(expected, abs=1e-6)
 
 

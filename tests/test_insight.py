@@ -252,4 +252,4 @@ def test_the_run_records_and_logs_flops_per_image_and_throughput(fitted_and_test
     assert record["flops_per_image"]["train"] > 2 * record["flops_per_image"]["forward"]  # and the backward pass
     assert record["images_per_second"] > 0
     scalars = set(read_events(fitted_and_tested_run).Tags()["scalars"])
-    assert {"time/images_per_second", "perf/flops_per_image"} <= scalars
+    assert {"train/device/samples_per_sec", "train/device/flops_per_sec", "perf/flops_per_image"} <= scalars

@@ -13,10 +13,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import measure_flops
 from torch import Tensor
 
+from lightning_cnn.callbacks.throughput import TRAIN_RATE_TAGS
 from lightning_cnn.data import ImageDataModule
 from lightning_cnn.runs.recipe import hardware_name, run_hyperparameters
 from lightning_cnn.runs.record import new_record, read_record, write_record
-from lightning_cnn.runs.tags import BEST_TAG, FLOPS_TAG, IMAGES_PER_SECOND_TAG, RECORDED_CURVES
+from lightning_cnn.runs.tags import BEST_TAG, FLOPS_TAG, RECORDED_CURVES
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -62,7 +63,6 @@ class RunRecorder(Callback):
     def __init__(self) -> None:
         self._record: dict[str, Any] | None = None
         self._train_start: float | None = None
-        self._start_step = 0
 
     @staticmethod
     def run_dir(trainer: pl.Trainer) -> Path | None:
@@ -101,13 +101,17 @@ class RunRecorder(Callback):
 
     # -- fit -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_start, self._start_step = time.perf_counter(), trainer.global_step
+        self._train_start = time.perf_counter()
         record = self._load(trainer)
         if record is None:
             return
         record["recipe"] = run_hyperparameters(trainer, pl_module)
         record["hardware"] = hardware_name(trainer)
         record["flops_per_image"] = flops_per_image(pl_module)
+        batch_size = trainer.datamodule.batch_size if isinstance(trainer.datamodule, ImageDataModule) else None
+        train_flops = (record["flops_per_image"] or {}).get("train")
+        if hasattr(pl_module, "train_flops_per_batch") and batch_size and train_flops:
+            pl_module.train_flops_per_batch = train_flops * batch_size  # for Lightning's ThroughputMonitor
         record["status"] = "training"
         # A resumed fit (its loops are restored by now) trains again from its checkpoint's epoch: what
         # was recorded after it is replaced.
@@ -145,17 +149,13 @@ class RunRecorder(Callback):
             seconds = time.perf_counter() - self._train_start
             self._record["fit_sessions"].append(seconds)
             self._record["train_seconds"] = sum(self._record["fit_sessions"])
-            # Optimizer steps of this session times the global batch: the images trained on per second.
-            batch_size = trainer.datamodule.batch_size if isinstance(trainer.datamodule, ImageDataModule) else None
-            if batch_size is not None and seconds > 0:
-                images = (trainer.global_step - self._start_step) * batch_size * trainer.world_size
-                images *= trainer.accumulate_grad_batches
-                self._record["images_per_second"] = images / seconds
-            metrics = {IMAGES_PER_SECOND_TAG: self._record.get("images_per_second")}
-            metrics[FLOPS_TAG] = (self._record.get("flops_per_image") or {}).get("train")
-            metrics = {tag: value for tag, value in metrics.items() if value is not None}
-            if metrics and trainer.logger is not None:
-                trainer.logger.log_metrics(metrics, step=trainer.global_step)
+            # The training rate of Lightning's ThroughputMonitor (throughput.monitor), over its last window.
+            logged = _scalars(trainer.logged_metrics)
+            rate = next((logged[tag] for tag in TRAIN_RATE_TAGS if tag in logged), None)
+            self._record["images_per_second"] = rate
+            train_flops = (self._record.get("flops_per_image") or {}).get("train")  # per image
+            if train_flops is not None and trainer.logger is not None:
+                trainer.logger.log_metrics({FLOPS_TAG: train_flops}, step=trainer.global_step)
         self._train_start = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -7,6 +7,7 @@ import os
 import lightning.pytorch as pl
 import torch
 
+from lightning_cnn.callbacks.weight_averaging import averaging_name
 from lightning_cnn.data import ImageDataModule
 
 
@@ -44,6 +45,9 @@ def run_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> d
                 hparams[key] = float(optimizer.defaults[key])
     if isinstance(datamodule, ImageDataModule):
         hparams.update(datamodule.recipe())
+    averaging = averaging_name(trainer.callbacks)
+    if averaging is not None:
+        hparams["weight_averaging"] = averaging
     label_smoothing = pl_module.hparams.get("label_smoothing")
     if isinstance(label_smoothing, (int, float)):
         hparams["label_smoothing"] = float(label_smoothing)

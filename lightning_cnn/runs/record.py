@@ -14,7 +14,8 @@ Written by :class:`~lightning_cnn.callbacks.run_record.RunRecorder` at every epo
 - ``test``: the test metrics, the checkpoint tested and the hardware (null before a test);
 - ``flops_per_image``: the network's FLOPs for one image, ``forward`` and ``train`` (forward and
   backward), by Lightning's ``measure_flops``; ``images_per_second``: training images per second
-  of the last fit session (optimizer steps times the global batch, over its training seconds).
+  at the end of the last fit session (Lightning's ThroughputMonitor, over its last window of batches;
+  null with ``throughput.monitor false`` or a fit too short to fill the window).
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ class RunSummary:
         augmentation: whether training batches were augmented.
         val_split: the validation images held out of the training set (a count or a fraction; 0: none,
             so the run trained on all of them and was not validated).
+        weight_averaging: the averaged weights it validated and saved (``EMA 0.999``), ``None`` without.
+        ensemble_members: for an ensemble (``ensemble``), how many runs it averages; ``tta``: whether it
+            averaged over shifted images too. ``None`` for a single run.
         hardware: the device(s) it trained on, e.g. ``NVIDIA H100 80GB HBM3`` or ``CPU (2 cores)``.
         best_val_acc: the highest ``val/acc_best`` logged (best validation accuracy, a fraction).
         test_acc: the last ``test/acc`` logged (``test --ckpt_path best|last`` logs into the run).
@@ -53,6 +56,9 @@ class RunSummary:
     max_epochs: int | None = None
     augmentation: bool | None = None
     val_split: float | None = None
+    weight_averaging: str | None = None
+    ensemble_members: int | None = None
+    tta: bool | None = None
     hardware: str | None = None
     best_val_acc: float | None = None
     test_acc: float | None = None
@@ -69,6 +75,8 @@ class RunSummary:
         """The recipe in words; ``epochs=False`` leaves out the epoch budget (for tables with an epochs column),
         ``name_defaults=False`` leaves out what is off (``constant lr``, ``no augmentation``)."""
         parts = []
+        if self.ensemble_members is not None:
+            parts.append(f"ensemble of {self.ensemble_members} runs" + (" with TTA (shifts)" if self.tta else ""))
         if self.optimizer is not None:
             parts.append(self.optimizer + (f" lr {self.learning_rate:g}" if self.learning_rate is not None else ""))
         if self.scheduler or name_defaults:
@@ -79,6 +87,8 @@ class RunSummary:
             parts.append(f"{self.max_epochs} epoch" + ("" if self.max_epochs == 1 else "s"))
         if self.augmentation is not None and (self.augmentation or name_defaults):
             parts.append("augmentation" if self.augmentation else "no augmentation")
+        if self.weight_averaging is not None:
+            parts.append(self.weight_averaging)
         if self.val_split == 0:
             parts.append("no validation")
         return ", ".join(parts)
@@ -115,6 +125,9 @@ def summarize_run(run_dir: Path, log_root: Path) -> RunSummary | None:
         max_epochs=_optional(recipe.get("max_epochs"), int),
         augmentation=_optional(recipe.get("augmentation"), bool),
         val_split=_optional(recipe.get("val_split"), float),
+        weight_averaging=_optional(recipe.get("weight_averaging"), str),
+        ensemble_members=_optional(recipe.get("ensemble_members"), int),
+        tta=_optional(recipe.get("tta"), bool),
         hardware=_optional(record.get("hardware") or test.get("hardware"), str),
         best_val_acc=_optional(best.get("val/acc"), float),
         test_acc=_optional(test.get("test/acc"), float),

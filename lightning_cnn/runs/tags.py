@@ -27,6 +27,5 @@ PER_CLASS_ACCURACY_IMAGE = "accuracy_by_class"
 CLASS_VISUALIZATION_TAG = "class_visualization"
 CLASS_VISUALIZATION_FILENAME = "class_visualization.png"
 EMBEDDING_TAG = "penultimate_features"
-IMAGES_PER_SECOND_TAG = "time/images_per_second"  # training images per second of a fit session
 FLOPS_TAG = "perf/flops_per_image"  # FLOPs of one training step's forward and backward pass, per image
 RELIABILITY_IMAGE = "reliability"  # val/reliability (end of fit), test/reliability: the reliability diagrams
