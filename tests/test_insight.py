@@ -50,7 +50,9 @@ def fitted_and_tested_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("insight")
     data_dir = make_synthetic_mnist(root / "data")
     logs = root / "logs"
-    fit = run_cli("fit", *tiny_run_args(data_dir, logs, "--trainer.max_epochs", str(EPOCHS)), cwd=root)
+    # Throughput rates over 3 batches: these epochs have 3.
+    fit_args = tiny_run_args(data_dir, logs, "--trainer.max_epochs", str(EPOCHS), "--throughput.window_size", "3")
+    fit = run_cli("fit", *fit_args, cwd=root)
     assert fit.returncode == 0, fit.stderr[-3000:]
     test = run_cli("test", *tiny_run_args(data_dir, logs), "--ckpt_path", "best", cwd=root)
     assert test.returncode == 0, test.stderr[-3000:]
@@ -250,6 +252,12 @@ def test_the_run_records_and_logs_flops_per_image_and_throughput(fitted_and_test
     # 8·8·20·(5·5·10)·2 = 640,000, fc 320·10·2 = 6,400.
     assert record["flops_per_image"]["forward"] == 288_000 + 640_000 + 6_400
     assert record["flops_per_image"]["train"] > 2 * record["flops_per_image"]["forward"]  # and the backward pass
-    assert record["images_per_second"] > 0
-    scalars = set(read_events(fitted_and_tested_run).Tags()["scalars"])
-    assert {"train/device/samples_per_sec", "train/device/flops_per_sec", "perf/flops_per_image"} <= scalars
+    # Lightning's ThroughputMonitor: samples and FLOPs per second of training, the last rate in the record.
+    events = read_events(fitted_and_tested_run)
+    samples = [event.value for event in events.Scalars("train/device/samples_per_sec")]
+    flops = [event.value for event in events.Scalars("train/device/flops_per_sec")]
+    assert samples and all(rate > 0 for rate in samples)
+    assert record["images_per_second"] == pytest.approx(samples[-1])
+    # Its FLOPs are the measured training FLOPs per image times the (full) batches' images.
+    assert flops[-1] / samples[-1] == pytest.approx(record["flops_per_image"]["train"], rel=1e-3)
+    assert "perf/flops_per_image" in events.Tags()["scalars"]
