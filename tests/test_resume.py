@@ -205,6 +205,9 @@ def test_resume_inside_an_epoch_gives_the_same_weights_with_every_scheduler(sche
         assert record["curves"][tag] == straight_record["curves"][tag], tag
     assert [epoch for epoch, _ in record["curves"]["train/loss"]] == list(range(1, MAX_EPOCHS + 1))
     assert record["best"] == straight_record["best"]
+    # Both sessions count in the training time: the stopped one as well as the one that finished.
+    assert len(record["fit_sessions"]) == 2 and all(seconds > 0 for seconds in record["fit_sessions"])
+    assert record["train_seconds"] == pytest.approx(sum(record["fit_sessions"]))
 
 
 def second_ctrl_c(root: Path, capsys, delay: float | None) -> tuple[int, str]:  # noqa: ANN001

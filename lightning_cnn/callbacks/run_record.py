@@ -146,9 +146,7 @@ class RunRecorder(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_epochs(trainer)
         if self._record is not None and self._train_start is not None:
-            seconds = time.perf_counter() - self._train_start
-            self._record["fit_sessions"].append(seconds)
-            self._record["train_seconds"] = sum(self._record["fit_sessions"])
+            self._add_session(time.perf_counter() - self._train_start)
             # The training rate of Lightning's ThroughputMonitor (throughput.monitor), over its last window.
             logged = _scalars(trainer.logged_metrics)
             rate = next((logged[tag] for tag in TRAIN_RATE_TAGS if tag in logged), None)
@@ -157,6 +155,10 @@ class RunRecorder(Callback):
             if train_flops is not None and trainer.logger is not None:
                 trainer.logger.log_metrics({FLOPS_TAG: train_flops}, step=trainer.global_step)
         self._train_start = None
+
+    def _add_session(self, seconds: float) -> None:
+        self._record["fit_sessions"].append(seconds)
+        self._record["train_seconds"] = sum(self._record["fit_sessions"])
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._record is not None:
@@ -183,4 +185,7 @@ class RunRecorder(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self._record is not None and trainer.state.fn == "fit":
             self._record["status"] = "stopped"
+            if self._train_start is not None:  # a stopped session trained too: its time counts
+                self._add_session(time.perf_counter() - self._train_start)
+                self._train_start = None
             self._save(trainer)

@@ -7,7 +7,7 @@ Written by :class:`~lightning_cnn.callbacks.run_record.RunRecorder` at every epo
   the same as the hparams tab; ``hardware``: what fit ran on;
 - ``status``: ``training``, ``stopped`` (interrupted; ``fit --ckpt_path last`` continues) or ``finished``;
 - ``epochs``: training epochs completed; ``train_seconds``: wall seconds from the first step to the
-  end of training, summed over the fit sessions that ended (``fit_sessions`` lists each);
+  end of training, summed over the fit sessions, finished or stopped (``fit_sessions`` lists each);
 - ``best``: the best validation accuracy (``val/acc``) and its epoch; ``final``: every metric of the
   last epoch; ``curves``: per metric, ``[epoch, value]`` pairs, epochs counted from 1;
 - ``checkpoints``: ``best`` and ``last``, relative to the run folder (null when absent);
