@@ -35,9 +35,13 @@ class _Started:
     updates: int = 0  # updates of the average so far (kept in the checkpoint)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        update = super().should_update(step_idx=step_idx, epoch_idx=epoch_idx)
+        update = self.wants_update(step_idx, epoch_idx)
         self.updates += bool(update)
         return update
+
+    def wants_update(self, step_idx: int | None, epoch_idx: int | None) -> bool:
+        """Whether to update now: Lightning's rule of the averaging callback, unless a subclass has its own."""
+        return super().should_update(step_idx=step_idx, epoch_idx=epoch_idx)
 
     def description(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -97,10 +101,8 @@ class StochasticAveragedWeights(_Started, WeightAveraging):
         self._epoch = trainer.current_epoch + 1  # read here: a fit resumed inside an epoch does not start it again
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        update = step_idx is not None and self._epoch >= self.start_epoch
-        self.updates += update
-        return update
+    def wants_update(self, step_idx: int | None, epoch_idx: int | None) -> bool:
+        return step_idx is not None and self._epoch >= self.start_epoch
 
     def description(self) -> dict[str, Any]:
         return {"kind": "swa", "start_epoch": self.start_epoch}
